@@ -1,0 +1,33 @@
+// Fused, batched softmax-KL: loss and gradient in one pass over the logits.
+//
+// For row-major [n, a] teacher logits t and student logits s, a teacher
+// temperature T > 0 and a student temperature S > 0, each row i gives
+//
+//   p = softmax(t_i / T),  q = softmax(s_i / S)
+//   kl[i]   = sum_a p_a (log p_a - log q_a)
+//   grad[i] = d kl[i] / d s_i = (q - p) / S
+//
+// Teacher logits of -inf are masked actions (p_a = 0 adds nothing). A row
+// holding NaN or +inf, or whose teacher or student logits are all -inf, gives
+// NaN for that row only. Plain C++: no Python types here (see binding.cpp).
+#pragma once
+
+#include <cstdint>
+
+namespace tfkd {
+
+// Rows are split across up to `max_threads` threads (0 = all hardware
+// threads); small inputs run on the calling thread. The caller guarantees
+// t, s and grad hold n * a elements and kl holds n.
+void softmax_kl(const float* t, const float* s, int64_t n, int64_t a,
+                float temperature, float student_temperature,
+                float* kl, float* grad, int max_threads = 0);
+void softmax_kl(const double* t, const double* s, int64_t n, int64_t a,
+                double temperature, double student_temperature,
+                double* kl, double* grad, int max_threads = 0);
+
+// The instruction set the run-time dispatch chose: "avx512f", "avx2" or
+// "baseline".
+const char* simd_level();
+
+}  // namespace tfkd

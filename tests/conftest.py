@@ -1,0 +1,8 @@
+"""Test set-up. TF-Agents needs tf.keras = Keras 2, which must be chosen
+before TensorFlow is first imported; tfkd itself only uses Keras 3."""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

@@ -1,0 +1,323 @@
+"""Temperature softmax KL divergence, per example, with two backends.
+
+For teacher logits ``t`` and student logits ``s`` (last axis = actions), a
+teacher temperature ``T`` and a student temperature ``S``::
+
+    p = softmax(t / T),   q = softmax(s / S)
+    kl = sum_a p_a (log p_a - log q_a)          (no T^2 factor here)
+    d kl / d s = (q - p) / S
+
+``T = S`` is Hinton et al. (2015) soft-target distillation; a small ``T``
+(e.g. 0.01) with ``S = 1`` is the sharpened-Q policy distillation of Rusu et
+al. (2016), "Policy Distillation".
+
+Backends:
+    "cpp": tfkd's fused C++ kernel (loss and gradient in one pass, SIMD,
+        multi-threaded, GIL released), reached through ``tf.numpy_function``
+        inside ``tf.custom_gradient``. CPU only; not under XLA; not saved in a
+        SavedModel.
+    "tf": TensorFlow ops (autodiff). Runs anywhere: GPU, XLA, SavedModel.
+    "auto": "tf" on GPU, under XLA, or for small inputs (where the call
+        overhead of "cpp" outweighs its speed); "cpp" otherwise.
+
+``last_backend()`` tells which backend the most recent call chose (at trace
+time inside a ``tf.function``).
+"""
+
+from __future__ import annotations
+
+import numbers
+import threading
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+try:
+    from tfkd import _C
+except ImportError as _error:  # reported by kernel_info() and by the tests
+    _C = None
+    _IMPORT_ERROR: str | None = str(_error)
+else:
+    _IMPORT_ERROR = None
+
+BACKENDS = ("auto", "cpp", "tf")
+
+# "auto" picks "cpp" from this many elements (batch x actions) on; below it
+# the numpy_function round trip costs more than the kernel saves. Measured
+# with benchmarks/kernel.py.
+AUTO_MIN_ELEMENTS = 16384
+
+_state = threading.local()
+
+
+def kernel_available() -> bool:
+    """Whether the C++ extension ``tfkd._C`` was built and imports."""
+    return _C is not None
+
+
+def kernel_info() -> dict:
+    """The C++ kernel's status: availability, SIMD level, import error."""
+    return {
+        "available": _C is not None,
+        "simd": _C.simd_level() if _C is not None else None,
+        "import_error": _IMPORT_ERROR,
+    }
+
+
+def last_backend() -> str | None:
+    """The backend the most recent ``softmax_kl`` call in this thread chose.
+
+    Returns:
+        "cpp", "tf", "cpp|tf" (a graph whose batch size is only known at run
+        time: "cpp" from ``AUTO_MIN_ELEMENTS`` elements on, else "tf"), or
+        None before the first call. Inside a ``tf.function`` the choice is
+        made while tracing.
+    """
+    return getattr(_state, "backend", None)
+
+
+def softmax_kl_numpy(teacher_logits, student_logits, temperature=1.0, student_temperature=None):
+    """The raw C++ kernel on NumPy arrays: per-example KL and its gradient.
+
+    Args:
+        teacher_logits: array [..., A] of floats; -inf marks a masked action.
+        student_logits: array of the same shape.
+        temperature: teacher temperature T > 0.
+        student_temperature: student temperature S > 0; defaults to T.
+
+    Returns:
+        (kl, grad): kl has the input shape without its last axis, grad
+        (= d kl / d student_logits = (q - p) / S) the input shape. float64 if
+        either input is float64, the input dtype for float16, else float32.
+
+    Raises:
+        ValueError: bad shapes, non-float dtypes or temperatures.
+        RuntimeError: the extension is not built.
+    """
+    if _C is None:
+        raise RuntimeError(f"tfkd's C++ extension is not available: {_IMPORT_ERROR}")
+    t = np.asarray(teacher_logits)
+    s = np.asarray(student_logits)
+    out_dtype = np.result_type(_check_np_dtype(t, "teacher_logits"),
+                               _check_np_dtype(s, "student_logits"))
+    _check_static_shapes(t.shape, s.shape)
+    T, S = _check_temperatures(temperature, student_temperature)
+    a = t.shape[-1]
+    kl, grad = _C.softmax_kl(t.reshape(-1, a), s.reshape(-1, a), T, S)
+    kl = kl.reshape(t.shape[:-1])
+    grad = grad.reshape(t.shape)
+    if out_dtype == np.float16:
+        kl, grad = kl.astype(np.float16), grad.astype(np.float16)
+    return kl, grad
+
+
+def softmax_kl(teacher_logits, student_logits, temperature=1.0, student_temperature=None,
+               backend="auto"):
+    """Per-example KL(softmax(t / T) || softmax(s / S)), differentiable in s.
+
+    Args:
+        teacher_logits: tensor [..., A] (rank >= 2) of floats; -inf marks a
+            masked action. Treated as a constant: no gradient flows to it.
+        student_logits: tensor of the same shape.
+        temperature: teacher temperature T > 0 (number or scalar tensor).
+        student_temperature: student temperature S > 0; defaults to T.
+        backend: "auto", "cpp" or "tf" (see the module docstring).
+
+    Returns:
+        tf.Tensor of the input shape without its last axis, in the student's
+        dtype (float16 / bfloat16 are computed in float32). No T^2 factor.
+
+    Raises:
+        ValueError: bad shapes, non-float dtypes, temperatures <= 0 or not
+            finite, an unknown backend, or "cpp" without the extension.
+        tf.errors.InvalidArgumentError: the same problems found only at run
+            time inside a graph (dynamic shapes, tensor temperatures).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    t = tf.convert_to_tensor(teacher_logits)
+    s = tf.convert_to_tensor(student_logits)
+    _check_tf_dtype(t, "teacher_logits")
+    _check_tf_dtype(s, "student_logits")
+    out_dtype = s.dtype
+    compute_dtype = tf.float64 if tf.float64 in (t.dtype, s.dtype) else tf.float32
+    t = tf.cast(t, compute_dtype)
+    s = tf.cast(s, compute_dtype)
+    if t.shape.rank is not None and t.shape.rank < 2 or s.shape.rank is not None and s.shape.rank < 2:
+        raise ValueError(f"softmax_kl expects logits of rank >= 2 [..., actions], got shapes "
+                         f"{t.shape} and {s.shape}")
+    if t.shape.rank is not None and s.shape.rank is not None:
+        _check_static_shapes(tuple(t.shape), tuple(s.shape))
+    T, S = _temperature_tensors(temperature, student_temperature, compute_dtype)
+
+    checks = [tf.debugging.assert_equal(tf.shape(t), tf.shape(s),
+                                        message="teacher and student logits differ in shape"),
+              tf.debugging.assert_positive(tf.shape(s)[-1],
+                                           message="softmax_kl needs at least one action")]
+    with tf.control_dependencies(checks):
+        actions = tf.shape(s)[-1]
+        t2 = tf.reshape(t, [-1, actions])
+        s2 = tf.reshape(s, [-1, actions])
+    kl = _dispatch(backend, t2, s2, T, S)
+    kl = tf.reshape(kl, tf.shape(s)[:-1])
+    return tf.cast(kl, out_dtype)
+
+
+def _dispatch(backend, t2, s2, T, S):
+    chosen = _choose_backend(backend, t2, s2)
+    _state.backend = chosen
+    if chosen == "cpp":
+        return _kl_cpp(t2, s2, T, S)
+    if chosen == "tf":
+        return _kl_tf(t2, s2, T, S)
+    return tf.cond(tf.size(s2) >= AUTO_MIN_ELEMENTS,
+                   lambda: _kl_cpp(t2, s2, T, S), lambda: _kl_tf(t2, s2, T, S))
+
+
+_warned_missing_kernel = False
+
+
+def _choose_backend(backend, t2, s2):
+    if backend == "cpp":
+        if _C is None:
+            raise ValueError(f"backend='cpp' but tfkd's C++ extension is not available: "
+                             f"{_IMPORT_ERROR}")
+        if _in_xla_context():
+            raise ValueError("backend='cpp' cannot run under XLA (jit_compile=True): "
+                             "use backend='tf' or 'auto'")
+        return "cpp"
+    if backend == "tf":
+        return "tf"
+    if _in_xla_context() or _on_gpu():
+        return "tf"
+    if _C is None:
+        global _warned_missing_kernel
+        if not _warned_missing_kernel:
+            warnings.warn(f"tfkd's C++ extension is not available ({_IMPORT_ERROR}); "
+                          "softmax_kl(backend='auto') uses TensorFlow ops", RuntimeWarning,
+                          stacklevel=4)
+            _warned_missing_kernel = True
+        return "tf"
+    n, a = s2.shape
+    if n is not None and a is not None:
+        return "cpp" if n * a >= AUTO_MIN_ELEMENTS else "tf"
+    return "cpp|tf"
+
+
+def _in_xla_context() -> bool:
+    from tensorflow.python.ops import control_flow_util  # no public equivalent
+
+    if tf.executing_eagerly():
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _on_gpu() -> bool:
+    if not tf.config.list_logical_devices("GPU"):
+        return False
+    # Eagerly: where a new op runs. In a graph: the requested device scope,
+    # "" when none, which TensorFlow places on the GPU.
+    return "CPU" not in tf.zeros([]).device.upper()
+
+
+def _kl_tf(t, s, T, S):
+    """TensorFlow ops: log-softmax both sides, 0 log 0 = 0 where p = 0."""
+    t = tf.stop_gradient(t)
+    log_p = tf.nn.log_softmax(t / T, axis=-1)
+    log_q = tf.nn.log_softmax(s / S, axis=-1)
+    p = tf.exp(log_p)
+    terms = p * (log_p - log_q)
+    # p = 0 (masked or underflowed) adds nothing; NaN rows stay NaN.
+    keep = tf.logical_or(p > 0, tf.math.is_nan(p))
+    return tf.reduce_sum(tf.where(keep, terms, tf.zeros_like(terms)), axis=-1)
+
+
+def _kl_cpp(t, s, T, S):
+    """The C++ kernel: loss and gradient in one pass; gradient only to s."""
+
+    def kernel(t_np, s_np, T_np, S_np):
+        return _C.softmax_kl(t_np, s_np, float(T_np), float(S_np))
+
+    @tf.custom_gradient
+    def kl_of_student(s):
+        kl, grad = tf.numpy_function(kernel, [t, s, T, S], [s.dtype, s.dtype], stateful=False,
+                                     name="tfkd_softmax_kl")
+        kl.set_shape(s.shape[:1])
+        grad.set_shape(s.shape)
+
+        def backward(upstream):
+            return upstream[:, None] * grad
+
+        return kl, backward
+
+    return kl_of_student(s)
+
+
+def _check_np_dtype(x: np.ndarray, name: str):
+    if x.dtype.kind != "f" or x.dtype.itemsize < 2:
+        raise ValueError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    return x.dtype
+
+
+def _check_tf_dtype(x: tf.Tensor, name: str) -> None:
+    if not x.dtype.is_floating:
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype.name}")
+
+
+def _check_static_shapes(t_shape, s_shape) -> None:
+    if len(t_shape) < 2 or len(s_shape) < 2:
+        raise ValueError(f"softmax_kl expects logits of rank >= 2 [..., actions], got shapes "
+                         f"{list(t_shape)} and {list(s_shape)}")
+    if len(t_shape) != len(s_shape) or any(
+            a is not None and b is not None and a != b for a, b in zip(t_shape, s_shape)):
+        raise ValueError(f"teacher and student logits differ in shape: {list(t_shape)} vs "
+                         f"{list(s_shape)}")
+    if t_shape[-1] == 0 or s_shape[-1] == 0:
+        raise ValueError("softmax_kl needs at least one action: the last axis has size 0")
+
+
+def _check_temperature(value, name) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
+
+
+def _check_temperatures(temperature, student_temperature):
+    T = _check_temperature(_as_number(temperature), "temperature")
+    S = T if student_temperature is None else _check_temperature(
+        _as_number(student_temperature), "student_temperature")
+    return T, S
+
+
+def _as_number(value):
+    if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.shape != ():
+            raise ValueError(f"a temperature must be a scalar, got shape {array.shape}")
+        return array.item()
+    return value
+
+
+def _temperature_tensors(temperature, student_temperature, dtype):
+    """Checks temperatures now when their values are known, else in the graph."""
+    if student_temperature is None:
+        student_temperature = temperature
+    out = []
+    for value, name in ((temperature, "temperature"), (student_temperature, "student_temperature")):
+        symbolic = tf.is_tensor(value) and not tf.executing_eagerly()
+        if not symbolic:
+            out.append(tf.constant(_check_temperature(_as_number(value), name), dtype))
+            continue
+        value = tf.cast(value, dtype)
+        if value.shape.rank not in (None, 0):
+            raise ValueError(f"{name} must be a scalar, got shape {value.shape}")
+        check = tf.debugging.Assert(
+            tf.logical_and(tf.math.is_finite(value), value > 0),
+            [f"{name} must be finite and > 0, got", value])
+        with tf.control_dependencies([check]):
+            out.append(tf.identity(value))
+    return out
