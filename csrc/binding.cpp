@@ -3,8 +3,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <string>
+#include <vector>
 
 #include "softmax_kl.h"
 
@@ -20,6 +24,20 @@ void check_temperature(double value, const char* name) {
     throw py::value_error(std::string(name) + " must be finite and > 0, got " + std::to_string(value));
 }
 
+// Outputs are 64-byte aligned: TensorFlow adopts such NumPy buffers returned
+// by tf.numpy_function without copying them (it copies unaligned ones).
+template <typename F>
+Contiguous<F> aligned_array(std::vector<py::ssize_t> shape) {
+  size_t count = 1;
+  for (py::ssize_t d : shape) count *= static_cast<size_t>(d);
+  constexpr size_t kAlign = 64;
+  const size_t bytes = std::max<size_t>(kAlign, (count * sizeof(F) + kAlign - 1) / kAlign * kAlign);
+  void* data = std::aligned_alloc(kAlign, bytes);
+  if (data == nullptr) throw std::bad_alloc();
+  py::capsule owner(data, [](void* p) { std::free(p); });
+  return Contiguous<F>(shape, static_cast<F*>(data), owner);
+}
+
 template <typename F>
 py::tuple run(const py::array& teacher, const py::array& student, double temperature,
               double student_temperature, int max_threads) {
@@ -29,8 +47,8 @@ py::tuple run(const py::array& teacher, const py::array& student, double tempera
   auto s = Contiguous<F>::ensure(student);
   if (!t || !s) throw py::error_already_set();
   const py::ssize_t n = t.shape(0), a = t.shape(1);
-  Contiguous<F> kl({n});
-  Contiguous<F> grad({n, a});
+  auto kl = aligned_array<F>({n});
+  auto grad = aligned_array<F>({n, a});
   const F* tp = t.data();
   const F* sp = s.data();
   F* klp = kl.mutable_data();

@@ -26,8 +26,8 @@ void softmax_kl(const double* t, const double* s, int64_t n, int64_t a,
                 double temperature, double student_temperature,
                 double* kl, double* grad, int max_threads = 0);
 
-// The instruction set the run-time dispatch chose: "avx512f", "avx2" or
-// "baseline".
+// The instruction set the run-time dispatch chose: "x86-64-v4 (AVX-512)",
+// "x86-64-v3 (AVX2, FMA)" or "baseline".
 const char* simd_level();
 
 }  // namespace tfkd

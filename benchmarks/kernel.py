@@ -1,0 +1,180 @@
+"""Benchmark: forward + gradient of the batch-mean, T^2-scaled softmax KL.
+
+Compares, in one run and on the same inputs, tfkd's C++ kernel (through the
+TF op and through its raw NumPy entry), TensorFlow's own paths (composite
+ops, softmax_cross_entropy_with_logits, XLA) and PyTorch when it is
+importable, and the floor of this machine:
+
+    floor = max(bytes moved / memory bandwidth, exponentials * exp time / cores)
+
+with the bandwidth and the SIMD exp time (NumPy's float32 exp) measured here.
+Timings are the median of repeated calls; ratios are against the fastest
+TensorFlow path, so they survive a noisy, shared machine.
+
+Usage:
+    python benchmarks/kernel.py [--repeats 30] [--out results/kernel.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfkd.ops  # noqa: E402
+
+SIZES = [(256, 4), (4096, 18), (65536, 18), (16384, 256)]
+TEMPERATURE = 2.0
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm up / trace
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def tf_loss_and_grad(kl_fn, jit_compile=False):
+    @tf.function(jit_compile=jit_compile)
+    def step(t, s):
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            loss = TEMPERATURE**2 * tf.reduce_mean(kl_fn(t, s))
+        return loss, tape.gradient(loss, s)
+
+    return step
+
+
+def kl_composite(t, s):
+    log_p = tf.nn.log_softmax(t / TEMPERATURE)
+    log_q = tf.nn.log_softmax(s / TEMPERATURE)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def kl_xent(t, s):
+    # KL(p || q) = H(p, q) - H(p)
+    p = tf.nn.softmax(t / TEMPERATURE)
+    entropy = -tf.reduce_sum(p * tf.nn.log_softmax(t / TEMPERATURE), axis=-1)
+    return tf.nn.softmax_cross_entropy_with_logits(labels=p, logits=s / TEMPERATURE) - entropy
+
+
+def tfkd_op(backend):
+    return lambda t, s: tfkd.ops.softmax_kl(t, s, TEMPERATURE, backend=backend)
+
+
+def torch_step():
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    def run(t_np, s_np):
+        t = torch.from_numpy(t_np)
+        s = torch.from_numpy(s_np).requires_grad_(True)
+
+        def step():
+            s.grad = None
+            loss = F.kl_div(F.log_softmax(s / TEMPERATURE, -1), F.log_softmax(t / TEMPERATURE, -1),
+                            log_target=True, reduction="batchmean") * TEMPERATURE**2
+            loss.backward()
+            return s.grad
+
+        return step
+
+    return run
+
+
+def measure_floor_inputs():
+    """Memory bandwidth (bytes/s, all cores via NumPy copy) and ns per exp."""
+    big = np.ones(32 * 2**20, dtype=np.float32)  # 128 MiB, well past the caches
+    out = np.empty_like(big)
+    copy_s = min(_time(lambda: np.copyto(out, big)) for _ in range(5))
+    bandwidth = 2 * big.nbytes / copy_s  # read + write
+    x = -np.random.default_rng(0).random(2**20, dtype=np.float32) * 10
+    y = np.empty_like(x)
+    exp_s = min(_time(lambda: np.exp(x, out=y)) for _ in range(20))
+    return bandwidth, 1e9 * exp_s / x.size
+
+
+def _time(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path("results/kernel.json"))
+    args = parser.parse_args()
+
+    cores = os.cpu_count() or 1
+    bandwidth, exp_ns = measure_floor_inputs()
+    info = tfkd.ops.kernel_info()
+    print(f"kernel: {info}  cores: {cores}  memory bandwidth: {bandwidth / 1e9:.1f} GB/s  "
+          f"NumPy float32 exp: {exp_ns:.2f} ns")
+
+    tf_paths = {
+        "TF composite": tf_loss_and_grad(kl_composite),
+        "TF softmax_xent": tf_loss_and_grad(kl_xent),
+        "TF + XLA": tf_loss_and_grad(kl_composite, jit_compile=True),
+    }
+    tfkd_paths = {
+        "tfkd cpp (TF op)": tf_loss_and_grad(tfkd_op("cpp")),
+        "tfkd auto (TF op)": tf_loss_and_grad(tfkd_op("auto")),
+    }
+    torch_run = torch_step()
+    rng = np.random.default_rng(0)
+    rows = []
+    for n, a in SIZES:
+        t_np = (3 * rng.standard_normal((n, a))).astype(np.float32)
+        s_np = (3 * rng.standard_normal((n, a))).astype(np.float32)
+        t, s = tf.constant(t_np), tf.constant(s_np)
+        result = {"batch": n, "actions": a}
+        for name, step in {**tf_paths, **tfkd_paths}.items():
+            result[name] = median_ms(lambda step=step: [x.numpy() for x in step(t, s)], args.repeats)
+        result["tfkd raw (NumPy)"] = median_ms(
+            lambda: tfkd.ops.softmax_kl_numpy(t_np, s_np, TEMPERATURE), args.repeats)
+        if torch_run is not None:
+            result["PyTorch"] = median_ms(torch_run(t_np, s_np), args.repeats)
+        bytes_moved = 3 * n * a * 4  # read t and s, write the gradient
+        result["floor"] = 1e3 * max(bytes_moved / bandwidth, 2 * n * a * exp_ns * 1e-9 / cores)
+        best_tf = min(result[k] for k in tf_paths)
+        result["cpp op speed-up vs best TF"] = best_tf / result["tfkd cpp (TF op)"]
+        result["auto speed-up vs best TF"] = best_tf / result["tfkd auto (TF op)"]
+        result["raw / floor"] = result["tfkd raw (NumPy)"] / result["floor"]
+        rows.append(result)
+        print(f"  {n} x {a} done", flush=True)
+
+    columns = [k for k in rows[0] if k not in ("batch", "actions")]
+    header = f"| batch x actions | " + " | ".join(columns) + " |"
+    print("\nmilliseconds (median) and ratios\n")
+    print(header)
+    print("|" + "---|" * (len(columns) + 1))
+    for r in rows:
+        cells = [f"{r[c]:.3f}" if "floor" == c or "ms" in c or c not in r else
+                 (f"{r[c]:.2f}x" if "speed-up" in c or "/" in c else f"{r[c]:.3f}") for c in columns]
+        print(f"| {r['batch']} x {r['actions']} | " + " | ".join(cells) + " |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"kernel": info, "cores": cores, "bandwidth_GBps": bandwidth / 1e9,
+               "exp_ns": exp_ns, "temperature": TEMPERATURE, "unit": "ms", "rows": rows}
+    args.out.write_text(json.dumps(payload, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
