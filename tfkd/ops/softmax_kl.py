@@ -89,7 +89,8 @@ def softmax_kl_numpy(teacher_logits, student_logits, temperature=1.0, student_te
     Returns:
         (kl, grad): kl has the input shape without its last axis, grad
         (= d kl / d student_logits = (q - p) / S) the input shape. float64 if
-        either input is float64, the input dtype for float16, else float32.
+        either input is float64; float16 / bfloat16 inputs are computed in
+        float32 and returned in their dtype; else float32.
 
     Raises:
         ValueError: bad shapes, non-float dtypes or temperatures.
@@ -99,16 +100,17 @@ def softmax_kl_numpy(teacher_logits, student_logits, temperature=1.0, student_te
         raise RuntimeError(f"tfkd's C++ extension is not available: {_IMPORT_ERROR}")
     t = np.asarray(teacher_logits)
     s = np.asarray(student_logits)
-    out_dtype = np.result_type(_check_np_dtype(t, "teacher_logits"),
-                               _check_np_dtype(s, "student_logits"))
+    _check_np_dtype(t, "teacher_logits")
+    out_dtype = _check_np_dtype(s, "student_logits")
     _check_static_shapes(t.shape, s.shape)
     T, S = _check_temperatures(temperature, student_temperature)
     a = t.shape[-1]
-    kl, grad = _C.softmax_kl(t.reshape(-1, a), s.reshape(-1, a), T, S)
+    kl, grad = _C.softmax_kl(_as_kernel_dtype(t).reshape(-1, a),
+                             _as_kernel_dtype(s).reshape(-1, a), T, S)
     kl = kl.reshape(t.shape[:-1])
     grad = grad.reshape(t.shape)
-    if out_dtype == np.float16:
-        kl, grad = kl.astype(np.float16), grad.astype(np.float16)
+    if out_dtype.itemsize < 4:  # float16, bfloat16
+        kl, grad = kl.astype(out_dtype), grad.astype(out_dtype)
     return kl, grad
 
 
@@ -151,28 +153,37 @@ def softmax_kl(teacher_logits, student_logits, temperature=1.0, student_temperat
         _check_static_shapes(tuple(t.shape), tuple(s.shape))
     T, S = _temperature_tensors(temperature, student_temperature, compute_dtype)
 
+    if not (t.shape.is_fully_defined() and s.shape.is_fully_defined()):
+        t, s = _check_runtime_shapes(t, s)  # static shapes were checked above
+    if s.shape.rank == 2:
+        return tf.cast(_dispatch(backend, t, s, T, S), out_dtype)
+    actions = tf.shape(s)[-1]
+    kl = _dispatch(backend, tf.reshape(t, [-1, actions]), tf.reshape(s, [-1, actions]), T, S)
+    return tf.cast(tf.reshape(kl, tf.shape(s)[:-1]), out_dtype)
+
+
+def _check_runtime_shapes(t, s):
     checks = [tf.debugging.assert_equal(tf.shape(t), tf.shape(s),
                                         message="teacher and student logits differ in shape"),
               tf.debugging.assert_positive(tf.shape(s)[-1],
                                            message="softmax_kl needs at least one action")]
     with tf.control_dependencies(checks):
-        actions = tf.shape(s)[-1]
-        t2 = tf.reshape(t, [-1, actions])
-        s2 = tf.reshape(s, [-1, actions])
-    kl = _dispatch(backend, t2, s2, T, S)
-    kl = tf.reshape(kl, tf.shape(s)[:-1])
-    return tf.cast(kl, out_dtype)
+        return tf.identity(t), tf.identity(s)
 
 
 def _dispatch(backend, t2, s2, T, S):
     chosen = _choose_backend(backend, t2, s2)
     _state.backend = chosen
-    if chosen == "cpp":
-        return _kl_cpp(t2, s2, T, S)
     if chosen == "tf":
         return _kl_tf(t2, s2, T, S)
-    return tf.cond(tf.size(s2) >= AUTO_MIN_ELEMENTS,
-                   lambda: _kl_cpp(t2, s2, T, S), lambda: _kl_tf(t2, s2, T, S))
+    if chosen == "cpp":
+        return _with_gradient(lambda s: _kl_and_grad_cpp(t2, s, T, S), s2)
+    # Batch size known only at run time: both sides return (kl, grad), so the
+    # choice is a plain tf.cond under one custom gradient.
+    return _with_gradient(
+        lambda s: tf.cond(tf.size(s) >= AUTO_MIN_ELEMENTS,
+                          lambda: _kl_and_grad_cpp(t2, s, T, S),
+                          lambda: _kl_and_grad_tf(t2, s, T, S)), s2)
 
 
 _warned_missing_kernel = False
@@ -233,18 +244,32 @@ def _kl_tf(t, s, T, S):
     return tf.reduce_sum(tf.where(keep, terms, tf.zeros_like(terms)), axis=-1)
 
 
-def _kl_cpp(t, s, T, S):
-    """The C++ kernel: loss and gradient in one pass; gradient only to s."""
+def _kl_and_grad_tf(t, s, T, S):
+    """TensorFlow ops, gradient written out: d kl / d s = (q - p) / S."""
+    p = tf.nn.softmax(t / T, axis=-1)
+    q = tf.nn.softmax(s / S, axis=-1)
+    return _kl_tf(t, s, T, S), (q - p) / S
+
+
+def _kl_and_grad_cpp(t, s, T, S):
+    """The C++ kernel: loss and gradient in one pass."""
 
     def kernel(t_np, s_np, T_np, S_np):
         return _C.softmax_kl(t_np, s_np, float(T_np), float(S_np))
 
+    kl, grad = tf.numpy_function(kernel, [t, s, T, S], [s.dtype, s.dtype], stateful=False,
+                                 name="tfkd_softmax_kl")
+    kl.set_shape(s.shape[:1])
+    grad.set_shape(s.shape)
+    return kl, grad
+
+
+def _with_gradient(kl_and_grad, s):
+    """kl(s) whose gradient is the precomputed one; none flows to the teacher."""
+
     @tf.custom_gradient
     def kl_of_student(s):
-        kl, grad = tf.numpy_function(kernel, [t, s, T, S], [s.dtype, s.dtype], stateful=False,
-                                     name="tfkd_softmax_kl")
-        kl.set_shape(s.shape[:1])
-        grad.set_shape(s.shape)
+        kl, grad = kl_and_grad(s)
 
         def backward(upstream):
             return upstream[:, None] * grad
@@ -255,9 +280,16 @@ def _kl_cpp(t, s, T, S):
 
 
 def _check_np_dtype(x: np.ndarray, name: str):
-    if x.dtype.kind != "f" or x.dtype.itemsize < 2:
+    if x.dtype.kind != "f" and x.dtype.name != "bfloat16":  # bfloat16 is ml_dtypes' kind "V"
         raise ValueError(f"{name} must be a floating-point array, got dtype {x.dtype}")
     return x.dtype
+
+
+def _as_kernel_dtype(x: np.ndarray) -> np.ndarray:
+    """float32 / float64 as they are; float16, bfloat16 and wider floats to float32/64."""
+    if x.dtype in (np.float32, np.float64):
+        return x
+    return x.astype(np.float64 if x.dtype.itemsize > 8 else np.float32)
 
 
 def _check_tf_dtype(x: tf.Tensor, name: str) -> None:
