@@ -79,7 +79,8 @@ py::tuple softmax_kl(const py::array& teacher, const py::array& student, double 
   check_temperature(temperature, "temperature");
   check_temperature(student_temperature, "student_temperature");
   if (max_threads < 0) throw py::value_error("max_threads must be >= 0");
-  const bool f64 = teacher.dtype().is(py::dtype::of<double>()) || student.dtype().is(py::dtype::of<double>());
+  // float64 in either byte order; forcecast converts to the native one.
+  const bool f64 = teacher.dtype().itemsize() == 8 || student.dtype().itemsize() == 8;
   return f64 ? run<double>(teacher, student, temperature, student_temperature, max_threads)
              : run<float>(teacher, student, temperature, student_temperature, max_threads);
 }

@@ -129,24 +129,24 @@ TFKD_INLINE void row_kl(const F* __restrict t, const F* __restrict s, int64_t a,
     nans += (t[j] != t[j]) | (s[j] != s[j]);
   }
   if (undefined_row(nans > 0, mt, ms)) return fill_nan(kl, g, a);
-  mt *= inv_t;  // max(t) / T = max(t / T) as T > 0
-  ms *= inv_s;
+  // Subtract the maximum before scaling: t - max is exact for nearby values,
+  // which keeps large logits with small temperatures accurate.
   F zt = 0, zs = 0;
 #pragma omp simd reduction(+ : zt, zs)
   for (int64_t j = 0; j < a; ++j) {
-    pt[j] = vexp(t[j] * inv_t - mt);
-    g[j] = vexp(s[j] * inv_s - ms);
+    pt[j] = vexp((t[j] - mt) * inv_t);
+    g[j] = vexp((s[j] - ms) * inv_s);
     zt += pt[j];
     zs += g[j];
   }
-  // log p_a - log q_a = (t_a / T - s_a / S) + shift
+  // log p_a - log q_a = (t_a - mt) / T - (s_a - ms) / S + log(zs / zt)
   const F rt = F(1) / zt, rs = F(1) / zs;
-  const F shift = (ms - mt) + std::log(zs * rt);
+  const F shift = std::log(zs * rt);
   F acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t j = 0; j < a; ++j) {
     const F p = pt[j] * rt;
-    const F d = (t[j] * inv_t - s[j] * inv_s) + shift;
+    const F d = ((t[j] - mt) * inv_t - (s[j] - ms) * inv_s) + shift;
     acc += p > 0 ? p * d : F(0);  // 0 log 0 = 0 for masked actions
     g[j] = (g[j] * rs - p) * inv_s;
   }
@@ -160,7 +160,7 @@ template <typename F>
 TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a, F inv_t,
                          F inv_s, F* __restrict kl, F* __restrict g, F* __restrict buf) {
   constexpr int L = kTileRows;
-  F* xt = buf;  // [a][L]: t / T, then minus the row maximum
+  F* xt = buf;  // [a][L]: t, then (t - max t) / T
   F* xs = buf + a * L;
   F* et = buf + 2 * a * L;  // exp(xt), exp(xs)
   F* es = buf + 3 * a * L;
@@ -174,7 +174,7 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
   for (int64_t j = 0; j < a; ++j) {
 #pragma omp simd
     for (int l = 0; l < L; ++l) {
-      const F x = t[l * a + j] * inv_t, y = s[l * a + j] * inv_s;
+      const F x = t[l * a + j], y = s[l * a + j];
       xt[j * L + l] = x;
       xs[j * L + l] = y;
       mt[l] = x > mt[l] ? x : mt[l];
@@ -185,8 +185,8 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
   for (int64_t j = 0; j < a; ++j) {
 #pragma omp simd
     for (int l = 0; l < L; ++l) {
-      xt[j * L + l] -= mt[l];
-      xs[j * L + l] -= ms[l];
+      xt[j * L + l] = (xt[j * L + l] - mt[l]) * inv_t;  // exact subtraction first, as in row_kl
+      xs[j * L + l] = (xs[j * L + l] - ms[l]) * inv_s;
       et[j * L + l] = vexp(xt[j * L + l]);
       es[j * L + l] = vexp(xs[j * L + l]);
       zt[l] += et[j * L + l];

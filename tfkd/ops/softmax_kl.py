@@ -89,8 +89,8 @@ def softmax_kl_numpy(teacher_logits, student_logits, temperature=1.0, student_te
     Returns:
         (kl, grad): kl has the input shape without its last axis, grad
         (= d kl / d student_logits = (q - p) / S) the input shape. float64 if
-        either input is float64; float16 / bfloat16 inputs are computed in
-        float32 and returned in their dtype; else float32.
+        either input is float64; in the student's dtype when both are
+        float16 / bfloat16 (computed in float32); else float32.
 
     Raises:
         ValueError: bad shapes, non-float dtypes or temperatures.
@@ -100,8 +100,8 @@ def softmax_kl_numpy(teacher_logits, student_logits, temperature=1.0, student_te
         raise RuntimeError(f"tfkd's C++ extension is not available: {_IMPORT_ERROR}")
     t = np.asarray(teacher_logits)
     s = np.asarray(student_logits)
-    _check_np_dtype(t, "teacher_logits")
-    out_dtype = _check_np_dtype(s, "student_logits")
+    t_dtype = _check_np_dtype(t, "teacher_logits")
+    s_dtype = _check_np_dtype(s, "student_logits")
     _check_static_shapes(t.shape, s.shape)
     T, S = _check_temperatures(temperature, student_temperature)
     a = t.shape[-1]
@@ -109,8 +109,8 @@ def softmax_kl_numpy(teacher_logits, student_logits, temperature=1.0, student_te
                              _as_kernel_dtype(s).reshape(-1, a), T, S)
     kl = kl.reshape(t.shape[:-1])
     grad = grad.reshape(t.shape)
-    if out_dtype.itemsize < 4:  # float16, bfloat16
-        kl, grad = kl.astype(out_dtype), grad.astype(out_dtype)
+    if max(t_dtype.itemsize, s_dtype.itemsize) < 4:  # float16 / bfloat16 in, out
+        kl, grad = kl.astype(s_dtype), grad.astype(s_dtype)
     return kl, grad
 
 
@@ -163,6 +163,12 @@ def softmax_kl(teacher_logits, student_logits, temperature=1.0, student_temperat
 
 
 def _check_runtime_shapes(t, s):
+    checks = [tf.debugging.assert_greater_equal(
+                  tf.rank(s), 2, message="softmax_kl expects logits of rank >= 2 [..., actions]"),
+              tf.debugging.assert_equal(tf.rank(t), tf.rank(s),
+                                        message="teacher and student logits differ in shape (rank)")]
+    with tf.control_dependencies(checks):
+        t, s = tf.identity(t), tf.identity(s)
     checks = [tf.debugging.assert_equal(tf.shape(t), tf.shape(s),
                                         message="teacher and student logits differ in shape"),
               tf.debugging.assert_positive(tf.shape(s)[-1],
@@ -235,8 +241,8 @@ def _on_gpu() -> bool:
 def _kl_tf(t, s, T, S):
     """TensorFlow ops: log-softmax both sides, 0 log 0 = 0 where p = 0."""
     t = tf.stop_gradient(t)
-    log_p = tf.nn.log_softmax(t / T, axis=-1)
-    log_q = tf.nn.log_softmax(s / S, axis=-1)
+    log_p = tf.nn.log_softmax(_minus_row_max(t) / T, axis=-1)
+    log_q = tf.nn.log_softmax(_minus_row_max(s) / S, axis=-1)
     p = tf.exp(log_p)
     terms = p * (log_p - log_q)
     # p = 0 (masked or underflowed) adds nothing; NaN rows stay NaN.
@@ -244,10 +250,16 @@ def _kl_tf(t, s, T, S):
     return tf.reduce_sum(tf.where(keep, terms, tf.zeros_like(terms)), axis=-1)
 
 
+def _minus_row_max(x):
+    """x - max(x) along the actions: exact for nearby values, so large logits
+    keep their precision when divided by a small temperature."""
+    return x - tf.stop_gradient(tf.reduce_max(x, axis=-1, keepdims=True))
+
+
 def _kl_and_grad_tf(t, s, T, S):
     """TensorFlow ops, gradient written out: d kl / d s = (q - p) / S."""
-    p = tf.nn.softmax(t / T, axis=-1)
-    q = tf.nn.softmax(s / S, axis=-1)
+    p = tf.nn.softmax(_minus_row_max(t) / T, axis=-1)
+    q = tf.nn.softmax(_minus_row_max(s) / S, axis=-1)
     return _kl_tf(t, s, T, S), (q - p) / S
 
 
@@ -286,10 +298,8 @@ def _check_np_dtype(x: np.ndarray, name: str):
 
 
 def _as_kernel_dtype(x: np.ndarray) -> np.ndarray:
-    """float32 / float64 as they are; float16, bfloat16 and wider floats to float32/64."""
-    if x.dtype in (np.float32, np.float64):
-        return x
-    return x.astype(np.float64 if x.dtype.itemsize > 8 else np.float32)
+    """Native float64 for 8-byte and wider floats, native float32 for the rest."""
+    return x.astype(np.float64 if x.dtype.itemsize >= 8 else np.float32, copy=False)
 
 
 def _check_tf_dtype(x: tf.Tensor, name: str) -> None:
