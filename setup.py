@@ -74,7 +74,7 @@ setup(
     extras_require={
         "agents": AGENTS_NEEDS,
         "box2d": ["gymnasium[box2d]>=1.0"],
-        "atari": ["ale-py"],
+        "atari": ["ale-py", "opencv-python-headless"],
         "test": ["pytest", "hypothesis", "scikit-learn"],
     },
     entry_points={"console_scripts": ["tfkd=tfkd.cli:main"]},
