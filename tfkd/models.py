@@ -1,0 +1,101 @@
+"""Teacher and student networks that output logits or Q-values.
+
+Both builders return plain functional ``keras.Model`` objects with no softmax
+at the end, so they save and load as ``.keras`` files and expose their hidden
+layers by name (for feature distillation).
+"""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = ["build_mlp", "build_nature_cnn", "count_params"]
+
+
+def build_mlp(observation_shape, num_actions, hidden_units=(64, 64), activation="relu",
+              name="mlp", dropout=0.0) -> keras.Model:
+    """A multilayer perceptron for vector observations.
+
+    Hidden layers are named ``hidden_0``, ``hidden_1``, ...; the output layer
+    ``logits`` is linear (logits or Q-values, no softmax).
+
+    Args:
+        observation_shape: shape of one observation, e.g. ``(4,)``; inputs of
+            higher rank are flattened.
+        num_actions: number of outputs (actions or classes).
+        hidden_units: width of each hidden layer; ``()`` gives a linear model.
+        activation: activation of the hidden layers.
+        name: the model's name.
+        dropout: dropout rate after each hidden layer (0: none), e.g. for a
+            regularised teacher as in Hinton et al. (2015).
+
+    Returns:
+        A functional ``keras.Model`` mapping ``[batch, *observation_shape]`` to
+        ``[batch, num_actions]``.
+    """
+    _check_positive("num_actions", num_actions)
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    for units in hidden_units:
+        _check_positive("hidden_units", units)
+    inputs = keras.Input(shape=tuple(observation_shape), name="observations")
+    h = keras.layers.Flatten(name="flatten")(inputs) if len(observation_shape) > 1 else inputs
+    for i, units in enumerate(hidden_units):
+        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+        if dropout:
+            h = keras.layers.Dropout(dropout, name=f"dropout_{i}")(h)
+    outputs = keras.layers.Dense(num_actions, name="logits", dtype=_float32_if_mixed())(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_nature_cnn(num_actions, observation_shape=(84, 84, 4), filters=(32, 64, 64),
+                     dense_units=512, name="nature_cnn") -> keras.Model:
+    """The Nature-DQN convolutional network (Mnih et al. 2015).
+
+    Three convolutions (8x8 stride 4, 4x4 stride 2, 3x3 stride 1, ReLU), a
+    dense layer and a linear output. The input is uint8 frames; the model
+    scales them to [0, 1] itself. Layers are named ``conv_0..2``, ``hidden``
+    and ``logits``.
+
+    Args:
+        num_actions: number of Q-values / logits.
+        observation_shape: stacked frames, height x width x channels.
+        filters: the three convolutions' filter counts.
+        dense_units: width of the dense layer.
+        name: the model's name.
+
+    Returns:
+        A functional ``keras.Model`` mapping uint8 ``[batch, *observation_shape]``
+        to float ``[batch, num_actions]``.
+    """
+    _check_positive("num_actions", num_actions)
+    _check_positive("dense_units", dense_units)
+    if len(filters) != 3:
+        raise ValueError(f"filters must give the three convolutions' widths, got {filters!r}")
+    inputs = keras.Input(shape=tuple(observation_shape), dtype="uint8", name="frames")
+    h = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+    for i, (width, kernel, stride) in enumerate(zip(filters, (8, 4, 3), (4, 2, 1))):
+        _check_positive("filters", width)
+        h = keras.layers.Conv2D(width, kernel, strides=stride, activation="relu",
+                                name=f"conv_{i}")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(dense_units, activation="relu", name="hidden")(h)
+    outputs = keras.layers.Dense(num_actions, name="logits", dtype=_float32_if_mixed())(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def count_params(model) -> int:
+    """Number of scalar parameters (trainable and not) of a built model."""
+    return int(sum(int(keras.ops.size(w)) for w in model.weights))
+
+
+def _float32_if_mixed():
+    # Under a mixed policy the logits stay float32 (the Keras mixed-precision
+    # guide's advice), so softmax and losses see full-precision inputs.
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else None
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be positive integers, got {value!r}")
