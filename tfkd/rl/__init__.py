@@ -1,0 +1,91 @@
+"""Reinforcement-learning side of tfkd: environments, rollouts, datasets,
+distillation loops, evaluation, and a compact DQN baseline.
+
+Needs gymnasium only (no TF-Agents). Teachers are any callable mapping a batch
+of observations to logits or Q-values.
+"""
+
+from tfkd.rl.datasets import (
+    DatasetFileError,
+    DistillationBuffer,
+    load_npz,
+    save_npz,
+    to_tf_dataset,
+)
+from tfkd.rl.distill import (
+    DistillationHistory,
+    StudentDrivenConfig,
+    TeacherDrivenConfig,
+    distill_student_driven,
+    distill_teacher_driven,
+    plot_history,
+)
+from tfkd.rl.dqn import DQNConfig, DQNHistory, train_dqn
+from tfkd.rl.envs import (
+    EnvSpec,
+    check_discrete,
+    check_observations,
+    env_spec,
+    make_atari_env,
+    make_env,
+    make_vector_env,
+)
+from tfkd.rl.evaluation import (
+    PolicyComparison,
+    ReturnStats,
+    action_agreement,
+    compare_policies,
+    count_params,
+    evaluate_policy,
+    inference_latency,
+)
+from tfkd.rl.policies import (
+    EpsilonGreedyPolicy,
+    GreedyPolicy,
+    MixturePolicy,
+    NetworkOutputs,
+    Policy,
+    as_policy,
+    network_outputs,
+)
+from tfkd.rl.rollouts import Rollout, RolloutCollector
+
+__all__ = [
+    "DQNConfig",
+    "DQNHistory",
+    "DatasetFileError",
+    "DistillationBuffer",
+    "DistillationHistory",
+    "EnvSpec",
+    "EpsilonGreedyPolicy",
+    "GreedyPolicy",
+    "MixturePolicy",
+    "NetworkOutputs",
+    "Policy",
+    "PolicyComparison",
+    "ReturnStats",
+    "Rollout",
+    "RolloutCollector",
+    "StudentDrivenConfig",
+    "TeacherDrivenConfig",
+    "action_agreement",
+    "as_policy",
+    "check_discrete",
+    "check_observations",
+    "compare_policies",
+    "count_params",
+    "distill_student_driven",
+    "distill_teacher_driven",
+    "env_spec",
+    "evaluate_policy",
+    "inference_latency",
+    "load_npz",
+    "make_atari_env",
+    "make_env",
+    "make_vector_env",
+    "network_outputs",
+    "plot_history",
+    "save_npz",
+    "to_tf_dataset",
+    "train_dqn",
+]

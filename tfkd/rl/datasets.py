@@ -1,0 +1,203 @@
+"""Teacher-labelled datasets: a bounded in-memory buffer, ``tf.data``, ``.npz``.
+
+A dataset is a pair of arrays ``observations [n, *obs_shape]`` and
+``teacher_outputs [n, num_actions]`` — exactly what ``tfkd.Distiller`` fits
+on with ``teacher=None``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import tensorflow as tf
+
+NPZ_KEYS = ("observations", "teacher_outputs")
+REPLACEMENTS = ("fifo", "reservoir")
+
+
+class DatasetFileError(ValueError):
+    """A ``.npz`` dataset file is unreadable, corrupt, or does not match."""
+
+
+class DistillationBuffer:
+    """Teacher-labelled states under a memory bound.
+
+    Two ways to stay within ``capacity`` once full:
+
+    - ``"fifo"``: the oldest states are overwritten — the replay memory of
+      Rusu et al. 2016 ("Policy Distillation"), right when the data comes from
+      one fixed teacher policy;
+    - ``"reservoir"``: each of the ``n`` states seen so far is kept with
+      probability ``capacity / n`` (Vitter 1985, Algorithm R), so the buffer
+      stays a uniform sample of *all* aggregated data, as DAgger's
+      aggregation asks (Ross et al. 2011).
+
+    Args:
+        capacity: most states held.
+        observation_shape: shape of one observation.
+        num_actions: width of the teacher outputs.
+        observation_dtype: storage dtype of observations (uint8 for Atari).
+        replacement: ``"fifo"`` or ``"reservoir"``.
+        seed: seeds reservoir sampling and shuffling.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_shape: tuple[int, ...],
+        num_actions: int,
+        observation_dtype=np.float32,
+        replacement: str = "fifo",
+        seed: int = 0,
+    ):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}.")
+        if replacement not in REPLACEMENTS:
+            raise ValueError(f"replacement must be one of {REPLACEMENTS}, got {replacement!r}.")
+        self.capacity, self.replacement = int(capacity), replacement
+        self.observation_shape, self.num_actions = tuple(observation_shape), int(num_actions)
+        self._observations = np.zeros((capacity, *observation_shape), dtype=observation_dtype)
+        self._teacher_outputs = np.zeros((capacity, num_actions), dtype=np.float32)
+        self._rng = np.random.default_rng(seed)
+        self._size = 0
+        self.num_seen = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, observations: np.ndarray, teacher_outputs: np.ndarray) -> None:
+        """Adds a batch of labelled states."""
+        observations, teacher_outputs = _check_pair(
+            observations, teacher_outputs, self.observation_shape, self.num_actions, "add"
+        )
+        for start in range(0, len(observations), self.capacity):
+            self._add_chunk(
+                observations[start : start + self.capacity],
+                teacher_outputs[start : start + self.capacity],
+            )
+
+    def _add_chunk(self, observations: np.ndarray, teacher_outputs: np.ndarray) -> None:
+        n = len(observations)
+        if self.replacement == "fifo" or self._size + n <= self.capacity:
+            index = (self.num_seen + np.arange(n)) % self.capacity
+            keep = np.ones(n, dtype=bool)
+        else:  # reservoir: item number k (0-based) replaces a slot w.p. capacity / (k + 1)
+            free = self.capacity - self._size
+            seen_before = self.num_seen + np.arange(n)
+            slots = (self._rng.random(n) * (seen_before + 1)).astype(np.int64)
+            slots[:free] = self._size + np.arange(free)
+            keep = slots < self.capacity
+            index = slots
+        self._observations[index[keep]] = observations[keep]
+        self._teacher_outputs[index[keep]] = teacher_outputs[keep]
+        self.num_seen += n
+        self._size = min(self.capacity, self._size + n)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The held ``(observations, teacher_outputs)`` (views, not copies)."""
+        return self._observations[: self._size], self._teacher_outputs[: self._size]
+
+    def as_dataset(self, batch_size: int, shuffle: bool = True, seed: int | None = None):
+        """A ``tf.data.Dataset`` over a snapshot of the buffer; see :func:`to_tf_dataset`."""
+        observations, teacher_outputs = self.arrays()
+        return to_tf_dataset(observations.copy(), teacher_outputs.copy(), batch_size, shuffle, seed)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the held states to ``path`` (see :func:`save_npz`)."""
+        save_npz(path, *self.arrays())
+
+
+def to_tf_dataset(
+    observations: np.ndarray,
+    teacher_outputs: np.ndarray,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batched, shuffled ``(observations, teacher_outputs)`` for ``Distiller.fit``."""
+    observations, teacher_outputs = _check_pair(observations, teacher_outputs, None, None, "data")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if observations.dtype == np.float64:
+        observations = observations.astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((observations, teacher_outputs.astype(np.float32)))
+    if shuffle:
+        dataset = dataset.shuffle(len(observations), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def save_npz(path: str | os.PathLike, observations: np.ndarray, teacher_outputs: np.ndarray) -> None:
+    """Saves a labelled dataset as a compressed ``.npz`` with plain arrays only."""
+    observations, teacher_outputs = _check_pair(observations, teacher_outputs, None, None, "save")
+    np.savez_compressed(path, observations=observations, teacher_outputs=teacher_outputs)
+
+
+def load_npz(
+    path: str | os.PathLike,
+    observation_shape: tuple[int, ...] | None = None,
+    num_actions: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Loads ``(observations, teacher_outputs)`` saved by :func:`save_npz`.
+
+    Loaded with ``allow_pickle=False``: a file cannot run code.
+
+    Args:
+        path: the ``.npz`` file.
+        observation_shape: if given, the observations must have this shape.
+        num_actions: if given, the teacher outputs must have this width.
+
+    Raises:
+        DatasetFileError: the file is missing, corrupt, holds object arrays,
+            lacks a key, or its arrays do not match each other or the expected
+            shapes.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise DatasetFileError(
+                    f"{path}: not a tfkd dataset, missing arrays {missing} "
+                    f"(found {archive.files}); expected {list(NPZ_KEYS)}."
+                )
+            observations, teacher_outputs = (archive[key] for key in NPZ_KEYS)
+    except DatasetFileError:
+        raise
+    except FileNotFoundError as error:
+        raise DatasetFileError(f"{path}: no such dataset file.") from error
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise DatasetFileError(f"{path}: corrupt or unreadable .npz dataset ({error}).") from error
+    try:
+        return _check_pair(observations, teacher_outputs, observation_shape, num_actions, str(path))
+    except ValueError as error:
+        raise DatasetFileError(str(error)) from error
+
+
+def _check_pair(observations, teacher_outputs, observation_shape, num_actions, where):
+    observations, teacher_outputs = np.asarray(observations), np.asarray(teacher_outputs)
+    if observations.dtype == object or teacher_outputs.dtype == object:
+        raise ValueError(f"{where}: object arrays are not allowed.")
+    if teacher_outputs.ndim != 2:
+        raise ValueError(
+            f"{where}: teacher_outputs must be [n, num_actions], got shape {teacher_outputs.shape}."
+        )
+    if observations.ndim < 1 or len(observations) != len(teacher_outputs):
+        raise ValueError(
+            f"{where}: {observations.shape[:1]} observations but {len(teacher_outputs)} "
+            "teacher outputs; they must have the same length."
+        )
+    if observation_shape is not None and observations.shape[1:] != tuple(observation_shape):
+        raise ValueError(
+            f"{where}: observations have shape {observations.shape[1:]} each, "
+            f"expected {tuple(observation_shape)}."
+        )
+    if num_actions is not None and teacher_outputs.shape[1] != num_actions:
+        raise ValueError(
+            f"{where}: teacher outputs have {teacher_outputs.shape[1]} actions, expected {num_actions}."
+        )
+    if not np.issubdtype(teacher_outputs.dtype, np.floating):
+        raise ValueError(f"{where}: teacher outputs must be floating point, got {teacher_outputs.dtype}.")
+    if not np.all(np.isfinite(teacher_outputs)):
+        raise ValueError(f"{where}: teacher outputs contain NaN or inf.")
+    return observations, teacher_outputs
