@@ -85,6 +85,33 @@ py::tuple softmax_kl(const py::array& teacher, const py::array& student, double 
              : run<float>(teacher, student, temperature, student_temperature, max_threads);
 }
 
+template <typename F>
+py::array scale_rows_as(const py::array& x_in, const py::array& w_in, int max_threads) {
+  auto x = Contiguous<F>::ensure(x_in);
+  auto w = Contiguous<F>::ensure(w_in);
+  if (!x || !w) throw py::error_already_set();
+  const py::ssize_t n = x.shape(0), a = x.shape(1);
+  auto out = aligned_array<F>({n, a});
+  const F* xp = x.data();
+  const F* wp = w.data();
+  F* op = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    tfkd::scale_rows(xp, wp, n, a, op, max_threads);
+  }
+  return out;
+}
+
+py::array scale_rows(const py::array& x, const py::array& w, int max_threads) {
+  if (x.ndim() != 2 || w.ndim() != 1 || w.shape(0) != x.shape(0))
+    throw py::value_error("scale_rows expects x [n, a] and w [n]");
+  for (const py::array* v : {&x, &w})
+    if (v->dtype().kind() != 'f') throw py::value_error("scale_rows expects floating-point arrays");
+  if (max_threads < 0) throw py::value_error("max_threads must be >= 0");
+  return x.dtype().itemsize() == 8 ? scale_rows_as<double>(x, w, max_threads)
+                                   : scale_rows_as<float>(x, w, max_threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -94,5 +121,7 @@ PYBIND11_MODULE(_C, m) {
         R"doc(Per-row KL(softmax(t/T) || softmax(s/S)) and its gradient (q - p)/S.
 
 Returns (kl [n], grad [n, a]); float64 if either input is float64, else float32.)doc");
+  m.def("scale_rows", &scale_rows, py::arg("x"), py::arg("w"), py::arg("max_threads") = 0,
+        "x * w[:, None] in x's dtype: the backward pass's chain rule, multi-threaded.");
   m.def("simd_level", &tfkd::simd_level, "Instruction set chosen at run time.");
 }

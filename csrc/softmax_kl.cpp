@@ -254,6 +254,26 @@ TFKD_CLONES void rows_f64(const double* t, const double* s, int64_t begin, int64
   rows_kl(t, s, begin, end, a, inv_t, inv_s, kl, grad);
 }
 
+template <typename F>
+TFKD_INLINE void scale_rows_kernel(const F* __restrict x, const F* __restrict w, int64_t begin,
+                                   int64_t end, int64_t a, F* __restrict out) {
+  for (int64_t r = begin; r < end; ++r) {
+    const F wr = w[r];
+#pragma omp simd
+    for (int64_t j = 0; j < a; ++j) out[r * a + j] = x[r * a + j] * wr;
+  }
+}
+
+TFKD_CLONES void scale_rows_f32(const float* x, const float* w, int64_t b, int64_t e, int64_t a,
+                                float* out) {
+  scale_rows_kernel(x, w, b, e, a, out);
+}
+
+TFKD_CLONES void scale_rows_f64(const double* x, const double* w, int64_t b, int64_t e,
+                                int64_t a, double* out) {
+  scale_rows_kernel(x, w, b, e, a, out);
+}
+
 // Splits [0, n) into contiguous chunks, one per thread; the caller's thread
 // takes the first. Below ~32k elements per thread, threads cost more than
 // they save.
@@ -294,6 +314,16 @@ void softmax_kl(const double* t, const double* s, int64_t n, int64_t a, double t
   parallel_rows(n, a, max_threads, [=](int64_t b, int64_t e) {
     rows_f64(t, s, b, e, a, inv_t, inv_s, kl, grad);
   });
+}
+
+void scale_rows(const float* x, const float* w, int64_t n, int64_t a, float* out,
+                int max_threads) {
+  parallel_rows(n, a, max_threads, [=](int64_t b, int64_t e) { scale_rows_f32(x, w, b, e, a, out); });
+}
+
+void scale_rows(const double* x, const double* w, int64_t n, int64_t a, double* out,
+                int max_threads) {
+  parallel_rows(n, a, max_threads, [=](int64_t b, int64_t e) { scale_rows_f64(x, w, b, e, a, out); });
 }
 
 const char* simd_level() {

@@ -26,6 +26,13 @@ void softmax_kl(const double* t, const double* s, int64_t n, int64_t a,
                 double temperature, double student_temperature,
                 double* kl, double* grad, int max_threads = 0);
 
+// out[i, :] = x[i, :] * w[i]: the backward pass's chain rule for a per-row
+// upstream gradient w, at memory speed. x and out hold n * a elements, w n.
+void scale_rows(const float* x, const float* w, int64_t n, int64_t a, float* out,
+                int max_threads = 0);
+void scale_rows(const double* x, const double* w, int64_t n, int64_t a, double* out,
+                int max_threads = 0);
+
 // The instruction set the run-time dispatch chose: "x86-64-v4 (AVX-512)",
 // "x86-64-v3 (AVX2, FMA)" or "baseline".
 const char* simd_level();
