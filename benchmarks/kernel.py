@@ -8,8 +8,8 @@ importable, and the floor of this machine:
     floor = max(bytes moved / memory bandwidth, exponentials * exp time / cores)
 
 with the bandwidth and the SIMD exp time (NumPy's float32 exp) measured here.
-Timings are the median of repeated calls; ratios are against the fastest
-TensorFlow path, so they survive a noisy, shared machine.
+Timings are medians over calls made in interleaved blocks; ratios are
+against the fastest TensorFlow path, so they survive a noisy, shared machine.
 
 Usage:
     python benchmarks/kernel.py [--repeats 30] [--out results/kernel.json]
@@ -35,15 +35,27 @@ SIZES = [(256, 4), (4096, 18), (65536, 18), (16384, 256)]
 TEMPERATURE = 2.0
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm up / trace
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_ms(fns: dict, repeats: int, blocks: int = 5, min_total_s: float = 0.3) -> dict:
+    """Median milliseconds per call of each function.
+
+    The calls run in `blocks` turns, each function a run of consecutive calls
+    per turn, so a change in machine load touches all alike while one
+    library's worker threads (which spin after a call) do not land in
+    another's timing. At least `repeats` calls each, more for fast calls
+    (about `min_total_s` of calls per function).
+    """
+    for fn in fns.values():  # warm up / trace
         fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        fn()
+    slowest = max(_time(fn) for fn in fns.values())
+    calls = int(min(2000, max(repeats, min_total_s / max(slowest, 1e-6))))
+    per_block = max(1, calls // blocks)
+    times = {name: [] for name in fns}
+    for _ in range(blocks):
+        for name, fn in fns.items():
+            fn()  # the first call after another library's is not counted
+            times[name] += [_time(fn) for _ in range(per_block)]
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
 def tf_loss_and_grad(kl_fn, jit_compile=False):
@@ -145,12 +157,15 @@ def main() -> None:
         s_np = (3 * rng.standard_normal((n, a))).astype(np.float32)
         t, s = tf.constant(t_np), tf.constant(s_np)
         result = {"batch": n, "actions": a}
-        for name, step in {**tf_paths, **tfkd_paths}.items():
-            result[name] = median_ms(lambda step=step: [x.numpy() for x in step(t, s)], args.repeats)
-        result["tfkd raw (NumPy)"] = median_ms(
-            lambda: tfkd.ops.softmax_kl_numpy(t_np, s_np, TEMPERATURE), args.repeats)
+        # Eager calls of a tf.function run synchronously on the CPU; only the
+        # scalar loss is fetched, as in training (the gradient stays a tensor
+        # for the optimizer).
+        calls = {name: (lambda step=step: step(t, s)[0].numpy())
+                 for name, step in {**tf_paths, **tfkd_paths}.items()}
+        calls["tfkd raw (NumPy)"] = lambda: tfkd.ops.softmax_kl_numpy(t_np, s_np, TEMPERATURE)
         if torch_run is not None:
-            result["PyTorch"] = median_ms(torch_run(t_np, s_np), args.repeats)
+            calls["PyTorch"] = torch_run(t_np, s_np)
+        result.update(interleaved_ms(calls, args.repeats))
         bytes_moved = 3 * n * a * 4  # read t and s, write the gradient
         result["floor"] = 1e3 * max(bytes_moved / bandwidth, 2 * n * a * exp_ns * 1e-9 / cores)
         best_tf = min(result[k] for k in tf_paths)

@@ -243,11 +243,10 @@ def _kl_tf(t, s, T, S):
     t = tf.stop_gradient(t)
     log_p = tf.nn.log_softmax(_minus_row_max(t) / T, axis=-1)
     log_q = tf.nn.log_softmax(_minus_row_max(s) / S, axis=-1)
-    p = tf.exp(log_p)
-    terms = p * (log_p - log_q)
-    # p = 0 (masked or underflowed) adds nothing; NaN rows stay NaN.
-    keep = tf.logical_or(p > 0, tf.math.is_nan(p))
-    return tf.reduce_sum(tf.where(keep, terms, tf.zeros_like(terms)), axis=-1)
+    # multiply_no_nan: p = 0 (masked or underflowed) adds 0 even where
+    # log_p - log_q is -inf or NaN; a NaN row keeps its NaN p.
+    terms = tf.math.multiply_no_nan(log_p - log_q, tf.exp(log_p))
+    return tf.reduce_sum(terms, axis=-1)
 
 
 def _minus_row_max(x):
