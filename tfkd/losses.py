@@ -137,8 +137,20 @@ def feature_distance(teacher_features, student_features, distance="mse"):
     return 1.0 - tf.reduce_sum(tf.math.l2_normalize(s, -1) * tf.math.l2_normalize(t, -1), -1)
 
 
+class _DistillationLoss(LossFunctionWrapper):
+    """A pure loss function and its keyword arguments, saved as a config."""
+
+    def get_config(self):
+        return {**Loss.get_config(self), **self._fn_kwargs}
+
+
+class _TemperatureKL(_DistillationLoss):
+    temperature = property(lambda self: self._fn_kwargs["temperature"])
+    backend = property(lambda self: self._fn_kwargs["backend"])
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
-class SoftTargetKL(LossFunctionWrapper):
+class SoftTargetKL(_TemperatureKL):
     """Hinton et al. (2015) soft-target KL; see ``soft_target_kl``.
 
     Args:
@@ -155,15 +167,9 @@ class SoftTargetKL(LossFunctionWrapper):
                          scale_by_temperature_squared=bool(scale_by_temperature_squared),
                          backend=_check_backend(backend))
 
-    temperature = property(lambda self: self._fn_kwargs["temperature"])
-    backend = property(lambda self: self._fn_kwargs["backend"])
-
-    def get_config(self):
-        return {**Loss.get_config(self), **self._fn_kwargs}
-
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class QValueKL(LossFunctionWrapper):
+class QValueKL(_TemperatureKL):
     """Rusu et al. (2016) sharpened Q-value KL; see ``q_value_kl``.
 
     Args:
@@ -178,33 +184,21 @@ class QValueKL(LossFunctionWrapper):
                          temperature=_check_temperature(temperature),
                          backend=_check_backend(backend))
 
-    temperature = property(lambda self: self._fn_kwargs["temperature"])
-    backend = property(lambda self: self._fn_kwargs["backend"])
-
-    def get_config(self):
-        return {**Loss.get_config(self), **self._fn_kwargs}
-
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class GreedyActionNLL(LossFunctionWrapper):
+class GreedyActionNLL(_DistillationLoss):
     """NLL of the teacher's greedy action; see ``greedy_action_nll``."""
 
     def __init__(self, reduction="sum_over_batch_size", name="greedy_action_nll", dtype=None):
         super().__init__(greedy_action_nll, name=name, reduction=reduction, dtype=dtype)
 
-    def get_config(self):
-        return Loss.get_config(self)
-
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class LogitsMSE(LossFunctionWrapper):
+class LogitsMSE(_DistillationLoss):
     """MSE between teacher and student outputs; see ``logits_mse``."""
 
     def __init__(self, reduction="sum_over_batch_size", name="logits_mse", dtype=None):
         super().__init__(logits_mse, name=name, reduction=reduction, dtype=dtype)
-
-    def get_config(self):
-        return Loss.get_config(self)
 
 
 _BY_NAME = {
@@ -239,10 +233,10 @@ def get(identifier, temperature=None, backend=None):
     cls = _BY_NAME[identifier]
     kwargs = {}
     if temperature is not None:
-        if cls not in (SoftTargetKL, QValueKL):
+        if not issubclass(cls, _TemperatureKL):
             raise ValueError(f"the {identifier!r} loss takes no temperature, got {temperature}")
         kwargs["temperature"] = temperature
-    if backend is not None and cls in (SoftTargetKL, QValueKL):
+    if backend is not None and issubclass(cls, _TemperatureKL):
         kwargs["backend"] = backend
     return cls(**kwargs)
 
