@@ -238,15 +238,20 @@ def _on_gpu() -> bool:
     return "CPU" not in tf.zeros([]).device.upper()
 
 
-def _kl_tf(t, s, T, S):
-    """TensorFlow ops: log-softmax both sides, 0 log 0 = 0 where p = 0."""
-    t = tf.stop_gradient(t)
-    log_p = tf.nn.log_softmax(_minus_row_max(t) / T, axis=-1)
-    log_q = tf.nn.log_softmax(_minus_row_max(s) / S, axis=-1)
+def _log_softmaxes(t, s, T, S):
+    return (tf.nn.log_softmax(_minus_row_max(t) / T, axis=-1),
+            tf.nn.log_softmax(_minus_row_max(s) / S, axis=-1))
+
+
+def _kl_from_log_probs(log_p, log_q):
     # multiply_no_nan: p = 0 (masked or underflowed) adds 0 even where
     # log_p - log_q is -inf or NaN; a NaN row keeps its NaN p.
-    terms = tf.math.multiply_no_nan(log_p - log_q, tf.exp(log_p))
-    return tf.reduce_sum(terms, axis=-1)
+    return tf.reduce_sum(tf.math.multiply_no_nan(log_p - log_q, tf.exp(log_p)), axis=-1)
+
+
+def _kl_tf(t, s, T, S):
+    """TensorFlow ops (autodiff gives the gradient); none flows to t."""
+    return _kl_from_log_probs(*_log_softmaxes(tf.stop_gradient(t), s, T, S))
 
 
 def _minus_row_max(x):
@@ -257,9 +262,8 @@ def _minus_row_max(x):
 
 def _kl_and_grad_tf(t, s, T, S):
     """TensorFlow ops, gradient written out: d kl / d s = (q - p) / S."""
-    p = tf.nn.softmax(_minus_row_max(t) / T, axis=-1)
-    q = tf.nn.softmax(_minus_row_max(s) / S, axis=-1)
-    return _kl_tf(t, s, T, S), (q - p) / S
+    log_p, log_q = _log_softmaxes(t, s, T, S)
+    return _kl_from_log_probs(log_p, log_q), (tf.exp(log_q) - tf.exp(log_p)) / S
 
 
 def _kl_and_grad_cpp(t, s, T, S):
@@ -283,15 +287,29 @@ def _with_gradient(kl_and_grad, s):
         kl, grad = kl_and_grad(s)
 
         def backward(upstream):
-            # upstream[:, None] * grad, at memory speed (TensorFlow's
-            # broadcasting multiply costs about as much as the kernel).
-            scaled = tf.numpy_function(_C.scale_rows, [grad, tf.cast(upstream, grad.dtype)],
-                                       grad.dtype, stateful=False, name="tfkd_scale_rows")
-            return tf.ensure_shape(scaled, grad.shape)
+            return _scale_rows(grad, tf.cast(upstream, grad.dtype))
 
         return kl, backward
 
     return kl_of_student(s)
+
+
+def _scale_rows(grad, upstream):
+    """upstream[:, None] * grad; in C++ at memory speed for large inputs, where
+    TensorFlow's broadcasting multiply costs about as much as the kernel."""
+
+    def in_cpp():
+        scaled = tf.numpy_function(_C.scale_rows, [grad, upstream], grad.dtype, stateful=False,
+                                   name="tfkd_scale_rows")
+        return tf.ensure_shape(scaled, grad.shape)
+
+    def in_tf():
+        return upstream[:, None] * grad
+
+    size = grad.shape.num_elements()
+    if size is not None:
+        return in_cpp() if size >= AUTO_MIN_ELEMENTS else in_tf()
+    return tf.cond(tf.size(grad) >= AUTO_MIN_ELEMENTS, in_cpp, in_tf)
 
 
 def _check_np_dtype(x: np.ndarray, name: str):
