@@ -314,3 +314,29 @@ def test_python_lists_are_accepted_as_float64(rng):
     kl, grad = softmax_kl_numpy(t.tolist(), s.tolist(), 1.0)
     assert kl.dtype == np.float64
     assert_matches_reference(kl, grad, t, s, 1.0)
+
+
+# The backward pass's chain rule, tfkd._C.scale_rows: x * w[:, None].
+
+@FAST
+@given(n=st.integers(0, 3000), a=st.integers(1, 300), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_scale_rows_multiplies_each_row_by_its_weight(n, a, dtype, seed):
+    from tfkd import _C
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, a)).astype(dtype)
+    w = rng.normal(size=n).astype(dtype)
+    out = _C.scale_rows(x, w)
+    assert out.dtype == dtype and out.shape == (n, a)
+    np.testing.assert_array_equal(out, x * w[:, None])
+
+
+def test_scale_rows_rejects_mismatched_or_non_float_arrays():
+    from tfkd import _C
+
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"x \[n, a\] and w \[n\]"):
+        _C.scale_rows(x, np.ones(5, np.float32))
+    with pytest.raises(ValueError, match="floating-point"):
+        _C.scale_rows(x.astype(np.int32), np.ones(4, np.float32))
