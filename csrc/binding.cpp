@@ -24,8 +24,8 @@ void check_temperature(double value, const char* name) {
     throw py::value_error(std::string(name) + " must be finite and > 0, got " + std::to_string(value));
 }
 
-// Outputs are 64-byte aligned: TensorFlow adopts such NumPy buffers returned
-// by tf.numpy_function without copying them (it copies unaligned ones).
+// Outputs are 64-byte aligned: an eager tf.numpy_function adopts such NumPy
+// buffers without copying them (measured; inside a tf.function it copies).
 template <typename F>
 Contiguous<F> aligned_array(std::vector<py::ssize_t> shape) {
   size_t count = 1;
