@@ -314,3 +314,114 @@ def test_tf_keras_teacher_is_called_but_never_trained(digits):
     assert history["loss"][-1] < history["loss"][0]
     for w, w0 in zip(legacy.weights, before):
         np.testing.assert_array_equal(w.numpy(), w0)
+
+
+def counting_predict(model, monkeypatch):
+    """Counts ``model.predict`` calls (the Distiller's teacher pre-pass)."""
+    calls = []
+    predict = model.predict
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(model, "predict", wrapper)
+    return calls
+
+
+def test_cached_teacher_trains_like_the_live_teacher(digits, teacher, monkeypatch):
+    x, _, y, _ = digits
+    x, y = x[:256], y[:256]
+    calls = counting_predict(teacher, monkeypatch)
+    results = {}
+    for cache in (True, False):
+        distiller = tfkd.Distiller(student(), teacher, alpha=0.3, temperature=2.0,
+                                   cache_teacher_outputs=cache)
+        distiller.compile(keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+        history = distiller.fit(x, y, batch_size=64, epochs=3, shuffle=False, verbose=0).history
+        results[cache] = history, [w.numpy() for w in distiller.student.weights]
+    assert len(calls) == 1  # the cached run only
+    (cached, cached_weights), (live, live_weights) = results[True], results[False]
+    assert set(cached) == set(live)
+    for name in live:
+        np.testing.assert_allclose(cached[name], live[name], rtol=1e-5, atol=1e-6)
+    for w, w0 in zip(cached_weights, live_weights):
+        np.testing.assert_allclose(w, w0, rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_runs_once_per_data_and_teacher_weights(digits, monkeypatch):
+    x, _, y, _ = digits
+    x, y = x[:128], y[:128]
+    keras.utils.set_random_seed(5)
+    teacher = build_mlp((64,), 10, hidden_units=(8,), name="fresh_teacher")
+    calls = counting_predict(teacher, monkeypatch)
+    distiller = tfkd.Distiller(student(), teacher)  # alpha=0: labels optional
+    distiller.compile("adam")
+    for _ in range(3):  # positional and keyword arguments alike
+        distiller.fit(x, y, 64, 1, 0)
+        distiller.fit(x=tf.constant(x), y=y, batch_size=64, epochs=1, verbose=0)
+    assert len(calls) == 1
+    distiller.fit(x[::-1].copy(), y[::-1].copy(), batch_size=64, verbose=0)  # other data
+    assert len(calls) == 2
+    distiller.fit(x[::-1].copy(), batch_size=64, verbose=0)  # same data, no labels
+    assert len(calls) == 2
+    kernel = teacher.layers[-1].kernel
+    kernel.assign(kernel.numpy() * 2.0)  # other teacher weights
+    distiller.fit(x[::-1].copy(), y[::-1].copy(), batch_size=64, verbose=0)
+    assert len(calls) == 3
+
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    logs = distiller.fit(dataset, shuffle=False, verbose=0).history  # live teacher
+    assert np.isfinite(logs["loss"]).all()
+    targets = {"teacher_outputs": teacher.predict(x, verbose=0), "labels": y}
+    distiller.fit(x, targets, batch_size=64, verbose=0)  # given outputs are used as they are
+    live = tfkd.Distiller(student(), teacher, alpha=0.5, cache_teacher_outputs=False)
+    live.compile("adam")
+    live.fit(x, y, batch_size=64, verbose=0)
+    assert len(calls) == 4  # only the predict of this test
+
+
+def test_cached_teacher_with_validation_split_and_sample_weight(digits, teacher, monkeypatch):
+    x, _, y, _ = digits
+    x, y = x[:256], y[:256]
+    weights = np.random.default_rng(0).uniform(size=len(x)).astype("float32")
+    calls = counting_predict(teacher, monkeypatch)
+    histories = []
+    for cache in (True, False):
+        distiller = tfkd.Distiller(student(), teacher, alpha=0.3, cache_teacher_outputs=cache)
+        distiller.compile(keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+        histories.append(distiller.fit(x, y, sample_weight=weights, validation_split=0.25,
+                                       batch_size=64, epochs=2, shuffle=False,
+                                       verbose=0).history)
+    assert len(calls) == 1
+    assert {"val_loss", "val_accuracy", "val_agreement"} <= set(histories[0])
+    for name in histories[1]:
+        np.testing.assert_allclose(histories[0][name], histories[1][name], rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_cache_flag_is_in_the_config_and_must_be_a_bool(teacher):
+    distiller = tfkd.Distiller(student(), teacher, cache_teacher_outputs=False)
+    config = distiller.get_config()
+    assert config["cache_teacher_outputs"] is False
+    assert tfkd.Distiller.from_config(config).cache_teacher_outputs is False
+    assert tfkd.Distiller(student(), teacher).cache_teacher_outputs is True
+    with pytest.raises(ValueError, match="cache_teacher_outputs must be True or False"):
+        tfkd.Distiller(student(), teacher, cache_teacher_outputs="yes")
+    with pytest.raises(ValueError, match="cache_teacher_outputs"):
+        tfkd.Distiller(student(), teacher, cache_teacher_outputs=1)
+
+
+def test_fingerprint_sees_shape_dtype_and_bytes():
+    from tfkd._distiller_parts import fingerprint
+
+    a = np.arange(6, dtype="float32")
+    assert fingerprint([a]) == fingerprint([a.copy()]) == fingerprint([tf.constant(a)])
+    assert fingerprint([a]) != fingerprint([a.reshape(2, 3)])
+    assert fingerprint([a]) != fingerprint([a.astype("float64")])
+    b = a.copy()
+    b[3] += 1e-3
+    assert fingerprint([a]) != fingerprint([b])
+    assert fingerprint([a, b]) != fingerprint([b, a])
+    assert fingerprint([a.reshape(2, 3).T]) == fingerprint([np.ascontiguousarray(
+        a.reshape(2, 3).T)])

@@ -1,7 +1,11 @@
 """The pieces of ``tfkd.Distiller`` that are not the model itself: loss and
-metric resolution, per-example reductions, the fused metric, the NaN guard."""
+metric resolution, per-example reductions, the fused metric, the NaN guard,
+the fingerprint of the teacher-output cache."""
+
+import hashlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 _TASK_LOSSES = {
@@ -130,3 +134,39 @@ def as_list(value):
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def array_leaves(data):
+    """The (path, array) leaves of ``data``, or None unless it is in-memory array data.
+
+    Array data is a NumPy array or a ``tf.Tensor``, or a dict / list / tuple of
+    them (not a ``tf.data.Dataset``, a generator, a ``PyDataset``, ragged or
+    sparse tensors, or strings).
+    """
+    if data is None or not isinstance(data, (np.ndarray, tf.Tensor, dict, list, tuple)):
+        return None
+    leaves = keras.tree.flatten_with_path(data)
+    if not leaves or not all(isinstance(a, (np.ndarray, tf.Tensor)) for _, a in leaves):
+        return None
+    if any(np.dtype(a.dtype.as_numpy_dtype if isinstance(a, tf.Tensor) else a.dtype) == object
+           for _, a in leaves):
+        return None
+    return leaves
+
+
+def fingerprint(arrays):
+    """A hex digest of the arrays' shapes, dtypes and bytes, in order.
+
+    Args:
+        arrays: NumPy arrays, tensors or variables (anything ``np.asarray`` takes).
+
+    Returns:
+        A SHA-256 hex digest (hardware-accelerated on most CPUs); equal arrays
+        give equal digests.
+    """
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.asarray(array)
+        digest.update(f"{array.shape}{array.dtype.str};".encode())
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return digest.hexdigest()

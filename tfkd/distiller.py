@@ -4,11 +4,13 @@
 
 Teacher outputs come from a live teacher (a keras.Model or any callable
 observations -> logits / Q-values) or are read from the dataset (RL datasets
-store them). See notes/CONTRACTS.md for the data layout.
+store them); ``fit`` on arrays runs a Keras teacher once and reuses its
+outputs. See notes/CONTRACTS.md for the data layout.
 """
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import keras
@@ -46,6 +48,21 @@ class Distiller(keras.Model):
     (labels optional). A dict with "teacher_outputs" is used as is even when
     a teacher is given. ``predict`` returns the student's outputs.
 
+    Teacher-output cache (``cache_teacher_outputs=True``, the default): when
+    ``fit`` gets in-memory arrays (NumPy arrays or tensors, or a dict / list
+    of them) and the teacher is a ``keras.Model``, the teacher runs once over
+    ``x`` (``teacher.predict``, in inference mode) and training reads its
+    outputs from ``y = {"teacher_outputs": ..., "labels": y}`` instead of
+    running it every step of every epoch. The latest outputs are kept (one
+    entry, not saved with the model) and reused by later ``fit`` calls while
+    ``x`` and the teacher's weights are unchanged (checked by hashing both);
+    otherwise they are recomputed. The teacher runs live as before for a
+    ``tf.data.Dataset``, a generator or a ``PyDataset``, with feature
+    distillation, with ``class_weight``, for a teacher that is not a
+    ``keras.Model``, and for ``validation_data`` and ``evaluate``. A teacher
+    whose outputs must be recomputed every step (e.g. a stochastic one) needs
+    ``cache_teacher_outputs=False``.
+
     Metrics: loss, task_loss (when a task term is in play), distillation_loss,
     agreement (argmax of student = argmax of teacher), teacher_entropy and
     student_entropy (of softmax of the outputs, in nats), and any
@@ -72,10 +89,14 @@ class Distiller(keras.Model):
             KL losses; None keeps the loss's own (default "auto").
         feature_distillation: a ``tfkd.FeatureDistillation`` or a list of
             them (needs functional teacher and student).
+        cache_teacher_outputs: whether ``fit`` on arrays runs a Keras teacher
+            once and trains on its stored outputs (see above); False runs the
+            teacher every step.
         name: the model's name.
 
     Raises:
-        ValueError: alpha outside [0, 1], temperature <= 0, teacher and
+        ValueError: alpha outside [0, 1], temperature <= 0, a non-bool
+            cache_teacher_outputs, teacher and
             student outputs of different shapes, an unknown loss name, or
             (at the first step) data without teacher outputs or labels that
             the configuration needs.
@@ -83,7 +104,7 @@ class Distiller(keras.Model):
 
     def __init__(self, student, teacher=None, distillation_loss=None, alpha=0.0,
                  task_loss=None, temperature=None, backend=None, feature_distillation=None,
-                 name="distiller", **kwargs):
+                 cache_teacher_outputs=True, name="distiller", **kwargs):
         super().__init__(name=name, **kwargs)
         if not isinstance(student, keras.Model):
             raise ValueError(f"student must be a keras.Model, got {type(student).__name__}")
@@ -92,7 +113,13 @@ class Distiller(keras.Model):
         if teacher is not None and not callable(teacher):
             raise ValueError(f"teacher must be a keras.Model, a callable or None, got "
                              f"{type(teacher).__name__}")
+        if not isinstance(cache_teacher_outputs, bool):
+            raise ValueError(f"cache_teacher_outputs must be True or False, got "
+                             f"{cache_teacher_outputs!r}")
         self.student = student
+        self.cache_teacher_outputs = cache_teacher_outputs
+        # (key, teacher outputs) of the latest fit on arrays; not tracked, not saved.
+        object.__setattr__(self, "_teacher_cache", None)
         self.alpha = float(alpha)
         self.backend = backend
         self._set_teacher(teacher)
@@ -184,21 +211,47 @@ class Distiller(keras.Model):
         """``keras.Model.fit``; a NaN or inf loss raises ``FloatingPointError``.
 
         The step with the non-finite loss or gradient makes no update, so the
-        weights are those of the last finite step.
+        weights are those of the last finite step. With array data and a
+        Keras teacher, the teacher's outputs are computed once and cached (see
+        the class docstring).
         """
-        callbacks = list(kwargs.pop("callbacks", None) or [])
+        arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
+        callbacks = list(arguments.get("callbacks") or [])
         if self.jit_compile:  # XLA drops tf.debugging.Assert: check after each step
             callbacks.append(parts.StopOnNonFiniteLoss())
+        arguments["callbacks"] = callbacks
+        self._add_cached_teacher_outputs(arguments)
         try:
-            return super().fit(*args, callbacks=callbacks, **kwargs)
+            return super().fit(**arguments)
         except tf.errors.InvalidArgumentError as error:
             if parts.NON_FINITE in str(error):
                 raise FloatingPointError(parts.NON_FINITE) from error
             raise
 
+    def _add_cached_teacher_outputs(self, arguments):
+        """Replaces ``y`` in fit's arguments by ``{"teacher_outputs": ..., "labels": y}``."""
+        y = arguments.get("y")
+        if (not self.cache_teacher_outputs or not isinstance(self.teacher, keras.Model)
+                or self.feature_distillation or arguments.get("class_weight") is not None
+                or (isinstance(y, dict) and TEACHER_OUTPUTS in y)):
+            return
+        leaves = parts.array_leaves(arguments.get("x"))
+        if leaves is None:
+            return
+        key = (tuple(path for path, _ in leaves), parts.fingerprint(a for _, a in leaves),
+               parts.fingerprint(w.numpy() for w in self.teacher.weights))
+        if self._teacher_cache is None or self._teacher_cache[0] != key:
+            object.__setattr__(self, "_teacher_cache", None)  # free the old outputs first
+            batch_size = max(arguments.get("batch_size") or 32, 1024)
+            outputs = self.teacher.predict(arguments["x"], batch_size=batch_size, verbose=0)
+            object.__setattr__(self, "_teacher_cache", (key, outputs))
+        targets = {TEACHER_OUTPUTS: self._teacher_cache[1]}
+        if y is not None:
+            targets[LABELS] = y
+        arguments["y"] = targets
+
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_outputs, labels = self._targets(y)
+        x, teacher_outputs, labels, sample_weight = self._unpack(data)
         with tf.GradientTape() as tape:
             terms = self._loss_terms(x, teacher_outputs, labels, sample_weight, training=True)
             loss = terms["loss"]
@@ -225,10 +278,18 @@ class Distiller(keras.Model):
         return self._update_metrics(terms, labels, sample_weight)
 
     def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_outputs, labels = self._targets(y)
+        x, teacher_outputs, labels, sample_weight = self._unpack(data)
         terms = self._loss_terms(x, teacher_outputs, labels, sample_weight, training=False)
         return self._update_metrics(terms, labels, sample_weight)
+
+    def _unpack(self, data):
+        """(x, teacher outputs or None, labels or None, sample_weight) of a batch."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_outputs, labels = self._targets(y)
+        if isinstance(sample_weight, dict) and TEACHER_OUTPUTS in sample_weight:
+            # Keras copies a per-example sample_weight to every key of a dict y.
+            sample_weight = sample_weight[TEACHER_OUTPUTS]
+        return x, teacher_outputs, labels, sample_weight
 
     def _targets(self, y):
         """(precomputed teacher outputs or None, labels or None) from ``y``."""
@@ -332,6 +393,7 @@ class Distiller(keras.Model):
             else ser(task_loss),
             "backend": self.backend,
             "feature_distillation": [ser(f) for f in self.feature_distillation],
+            "cache_teacher_outputs": self.cache_teacher_outputs,
         }
 
     def get_compile_config(self):
