@@ -2,38 +2,43 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace tfkd {
 namespace {
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define TFKD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TFKD_CLONES
-#endif
 #define TFKD_INLINE inline __attribute__((always_inline))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TFKD_X86 1
+#define TFKD_TARGET(arch) __attribute__((target(arch)))
+#endif
 
 template <typename F> struct ExpConstants;
 template <> struct ExpConstants<float> {
   using Bits = uint32_t;
   static constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  static constexpr float kLo = -87.0f, kHi = 88.0f;
+  static constexpr float kLo = -87.0f;
   static constexpr int kMantissa = 23;
   static constexpr int kLogTerms = 6;  // atanh series: error < 1e-9 on |u| <= 0.172
   static constexpr Bits kBias = 127;
   static constexpr float kLn2Hi = 0.693145751953125f, kLn2Lo = 1.428606765330187e-06f;
-  static TFKD_INLINE float poly(float r) {  // degree 6 Taylor: error ~1 ulp on |r| <= ln2/2
-    return 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+  // Degree 5, fitted for least maximum relative error on |r| <= ln2/2: 1.7e-7
+  // evaluated in float32 (degree 6 Taylor: 2.4e-7, one FMA more).
+  static TFKD_INLINE float poly(float r) {
+    return 1.0f + r * (0.99999970f + r * (0.49999151f + r * (0.16667636f + r * (0.041897930f +
+           r * 0.0082903141f))));
   }
 };
 template <> struct ExpConstants<double> {
   using Bits = uint64_t;
   static constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52
-  static constexpr double kLo = -708.0, kHi = 709.0;
+  static constexpr double kLo = -708.0;
   static constexpr int kMantissa = 52;
   static constexpr int kLogTerms = 12;  // atanh series: error < 1e-18 on |u| <= 0.172
   static constexpr Bits kBias = 1023;
@@ -46,18 +51,18 @@ template <> struct ExpConstants<double> {
 };
 
 // Branch-free exp(x) that vectorises inside `omp simd` loops: x = n ln2 + r
-// with |r| <= ln2 / 2, exp(r) by its Taylor polynomial, 2^n written into the
+// with |r| <= ln2 / 2, exp(r) by a polynomial, 2^n written into the
 // exponent bits. Adding the magic constant 1.5 * 2^mantissa rounds x log2(e)
 // to the nearest integer n and leaves n in the low bits. Results below the
 // smallest normal number flush to 0: far below the rounding error of a
 // softmax whose largest term is exp(0) = 1, and so does -inf. NaN input gives
-// a finite value: callers mark NaN rows themselves.
+// a finite value: callers mark NaN rows themselves. For x <= 0 only: both
+// callers pass logits minus their row's maximum.
 template <typename F>
 TFKD_INLINE F vexp(F x) {
   using C = ExpConstants<F>;
   using Bits = typename C::Bits;
-  F xc = x > C::kLo ? x : C::kLo;  // NaN becomes kLo: no undefined conversions
-  xc = xc < C::kHi ? xc : C::kHi;
+  const F xc = x > C::kLo ? x : C::kLo;  // NaN becomes kLo: no undefined conversions
   const F k = xc * F(1.4426950408889634) + C::kMagic;
   const F n = k - C::kMagic;
   const F r = (xc - n * C::kLn2Hi) - n * C::kLn2Lo;
@@ -98,9 +103,8 @@ TFKD_INLINE F vlog(F x) {
 }
 
 // Rows of at most this many actions go through tile_kl, longer ones row_kl
-// (measured: the crossover lies between 32 and 48 actions).
-constexpr int64_t kMaxTileActions = 40;
-constexpr int kTileRows = 16;
+// (measured with the transposing tiles: about even from 96 actions on).
+constexpr int64_t kMaxTileActions = 64;
 
 // Shared by both paths: a row holding NaN or +inf, or whose teacher or
 // student logits are all -inf, has no defined KL; it gets NaN.
@@ -116,10 +120,21 @@ TFKD_INLINE void fill_nan(F* kl, F* g, int64_t a) {
   std::fill(g, g + a, std::numeric_limits<F>::quiet_NaN());
 }
 
-// One long row: SIMD runs along the actions. `pt` is scratch of `a` elements.
+// Both paths compute, with x = (t - max t) / T and y = (s - max s) / S
+// (subtracting the maximum first is exact for nearby values, which keeps
+// large logits with small temperatures accurate), e = exp(x), f = exp(y):
+//
+//   kl   = sum_a p_a (x_a - y_a) + log(zs / zt) = A / zt + log(zs / zt)
+//   grad = (f / zs - e / zt) / S
+//
+// with zt = sum e, zs = sum f and A = sum_a e_a (x_a - y_a), so one pass
+// gives the sums and A, and a second turns e and f into the gradient.
+// Masked actions (e = 0) add nothing to A: 0 log 0 = 0.
+
+// One long row: SIMD runs along the actions. `et` is scratch of `a` elements.
 template <typename F>
 TFKD_INLINE void row_kl(const F* __restrict t, const F* __restrict s, int64_t a, F inv_t,
-                        F inv_s, F* __restrict kl, F* __restrict g, F* __restrict pt) {
+                        F inv_s, F* __restrict kl, F* __restrict g, F* __restrict et) {
   F mt = -std::numeric_limits<F>::infinity(), ms = mt;
   int nans = 0;
 #pragma omp simd reduction(max : mt, ms) reduction(+ : nans)
@@ -129,42 +144,95 @@ TFKD_INLINE void row_kl(const F* __restrict t, const F* __restrict s, int64_t a,
     nans += (t[j] != t[j]) | (s[j] != s[j]);
   }
   if (undefined_row(nans > 0, mt, ms)) return fill_nan(kl, g, a);
-  // Subtract the maximum before scaling: t - max is exact for nearby values,
-  // which keeps large logits with small temperatures accurate.
-  F zt = 0, zs = 0;
-#pragma omp simd reduction(+ : zt, zs)
+  F zt = 0, zs = 0, acc = 0;
+#pragma omp simd reduction(+ : zt, zs, acc)
   for (int64_t j = 0; j < a; ++j) {
-    pt[j] = vexp((t[j] - mt) * inv_t);
-    g[j] = vexp((s[j] - ms) * inv_s);
-    zt += pt[j];
-    zs += g[j];
+    const F x = (t[j] - mt) * inv_t, y = (s[j] - ms) * inv_s;
+    const F e = vexp(x), f = vexp(y);
+    et[j] = e;
+    g[j] = f;
+    zt += e;
+    zs += f;
+    acc += e > 0 ? e * (x - y) : F(0);
   }
-  // log p_a - log q_a = (t_a - mt) / T - (s_a - ms) / S + log(zs / zt)
   const F rt = F(1) / zt, rs = F(1) / zs;
-  const F shift = std::log(zs * rt);
-  F acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < a; ++j) {
-    const F p = pt[j] * rt;
-    const F d = ((t[j] - mt) * inv_t - (s[j] - ms) * inv_s) + shift;
-    acc += p > 0 ? p * d : F(0);  // 0 log 0 = 0 for masked actions
-    g[j] = (g[j] * rs - p) * inv_s;
-  }
-  *kl = acc;
+  *kl = acc * rt + std::log(zs * rt);
+#pragma omp simd
+  for (int64_t j = 0; j < a; ++j) g[j] = (g[j] * rs - et[j] * rt) * inv_s;
 }
 
-// kTileRows short rows with the rows in SIMD lanes: every loop runs across
-// rows, so a row of a few actions (Atari's 18) costs no loop remainder and no
-// horizontal reduction. `buf` is scratch of 4 * a * kTileRows elements.
-template <typename F>
+// A vector of L lanes of F (GCC / Clang vector extension); L = the SIMD
+// width of the instruction set a kernel is compiled for.
+template <typename F, int L>
+struct Lanes {
+  typedef F type __attribute__((vector_size(L * sizeof(F))));
+};
+
+// One butterfly of an in-register transpose: rows `lo` and `lo + K` of an
+// L x L block swap their off-diagonal K x K sub-blocks.
+template <int K, typename V, int... C>
+TFKD_INLINE void butterfly(V& lo, V& hi, std::integer_sequence<int, C...>) {
+  constexpr int L = sizeof...(C);
+  const V a = __builtin_shufflevector(lo, hi, ((C & K) ? L + C - K : C)...);
+  const V b = __builtin_shufflevector(lo, hi, ((C & K) ? L + C : C + K)...);
+  lo = a;
+  hi = b;
+}
+
+// Transposes the L x L block held as L row vectors: log2(L) butterfly stages.
+template <int L, int K = L / 2, typename V>
+TFKD_INLINE void transpose(V* v) {
+  if constexpr (K >= 1) {
+    for (int r = 0; r < L; ++r)
+      if (!(r & K)) butterfly<K>(v[r], v[r + K], std::make_integer_sequence<int, L>{});
+    transpose<L, K / 2>(v);
+  }
+}
+
+// x: L rows of `a` values (row stride a) -> out[j * L + l] = x[l * a + j].
+// Whole L x L blocks go through registers; the last a % L columns are copied
+// one by one, so nothing past the L rows is read.
+template <typename F, int L>
+TFKD_INLINE void load_transposed(const F* __restrict x, int64_t a, F* __restrict out) {
+  using V = typename Lanes<F, L>::type;
+  int64_t c0 = 0;
+  for (; c0 + L <= a; c0 += L) {
+    V v[L];
+    for (int l = 0; l < L; ++l) std::memcpy(&v[l], x + l * a + c0, sizeof(V));
+    transpose<L>(v);
+    for (int j = 0; j < L; ++j) std::memcpy(out + (c0 + j) * L, &v[j], sizeof(V));
+  }
+  for (int64_t j = c0; j < a; ++j)
+    for (int l = 0; l < L; ++l) out[j * L + l] = x[l * a + j];
+}
+
+// The inverse: x[j * L + l] -> out[l * a + j], writing only the L rows.
+template <typename F, int L>
+TFKD_INLINE void store_transposed(const F* __restrict x, int64_t a, F* __restrict out) {
+  using V = typename Lanes<F, L>::type;
+  int64_t c0 = 0;
+  for (; c0 + L <= a; c0 += L) {
+    V v[L];
+    for (int j = 0; j < L; ++j) std::memcpy(&v[j], x + (c0 + j) * L, sizeof(V));
+    transpose<L>(v);
+    for (int l = 0; l < L; ++l) std::memcpy(out + l * a + c0, &v[l], sizeof(V));
+  }
+  for (int l = 0; l < L; ++l)
+    for (int64_t j = c0; j < a; ++j) out[l * a + j] = x[j * L + l];
+}
+
+// L short rows with the rows in SIMD lanes: the logits are transposed into
+// [a][L] scratch, every loop then runs across rows, so a row of a few actions
+// (Atari's 18) costs no loop remainder and no horizontal reduction.
+// `buf` is scratch of 2 * a * L elements.
+template <typename F, int L>
 TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a, F inv_t,
                          F inv_s, F* __restrict kl, F* __restrict g, F* __restrict buf) {
-  constexpr int L = kTileRows;
-  F* xt = buf;  // [a][L]: t, then (t - max t) / T
-  F* xs = buf + a * L;
-  F* et = buf + 2 * a * L;  // exp(xt), exp(xs)
-  F* es = buf + 3 * a * L;
-  F mt[L], ms[L], zt[L], zs[L], rt[L], rs[L], shift[L], acc[L];
+  F* et = buf;  // [a][L]: t, then exp(x)
+  F* es = buf + a * L;  // s, then exp(y), then the gradient
+  load_transposed<F, L>(t, a, et);
+  load_transposed<F, L>(s, a, es);
+  F mt[L], ms[L], zt[L], zs[L], acc[L];
   int nans[L];
   for (int l = 0; l < L; ++l) {
     mt[l] = ms[l] = -std::numeric_limits<F>::infinity();
@@ -174,9 +242,7 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
   for (int64_t j = 0; j < a; ++j) {
 #pragma omp simd
     for (int l = 0; l < L; ++l) {
-      const F x = t[l * a + j], y = s[l * a + j];
-      xt[j * L + l] = x;
-      xs[j * L + l] = y;
+      const F x = et[j * L + l], y = es[j * L + l];
       mt[l] = x > mt[l] ? x : mt[l];
       ms[l] = y > ms[l] ? y : ms[l];
       nans[l] |= (x != x) | (y != y);
@@ -185,38 +251,34 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
   for (int64_t j = 0; j < a; ++j) {
 #pragma omp simd
     for (int l = 0; l < L; ++l) {
-      xt[j * L + l] = (xt[j * L + l] - mt[l]) * inv_t;  // exact subtraction first, as in row_kl
-      xs[j * L + l] = (xs[j * L + l] - ms[l]) * inv_s;
-      et[j * L + l] = vexp(xt[j * L + l]);
-      es[j * L + l] = vexp(xs[j * L + l]);
-      zt[l] += et[j * L + l];
-      zs[l] += es[j * L + l];
+      const F x = (et[j * L + l] - mt[l]) * inv_t, y = (es[j * L + l] - ms[l]) * inv_s;
+      const F e = vexp(x), f = vexp(y);
+      et[j * L + l] = e;
+      es[j * L + l] = f;
+      zt[l] += e;
+      zs[l] += f;
+      acc[l] += e > 0 ? e * (x - y) : F(0);
     }
   }
+  F rt[L], rs[L];
 #pragma omp simd
   for (int l = 0; l < L; ++l) {
     rt[l] = F(1) / zt[l];
     rs[l] = F(1) / zs[l];
-    shift[l] = vlog(zs[l] * rt[l]);  // log p - log q = xt - xs + log(zs / zt)
+    kl[l] = acc[l] * rt[l] + vlog(zs[l] * rt[l]);
   }
   for (int64_t j = 0; j < a; ++j) {
 #pragma omp simd
-    for (int l = 0; l < L; ++l) {
-      const F p = et[j * L + l] * rt[l];
-      const F d = xt[j * L + l] - xs[j * L + l] + shift[l];
-      acc[l] += p > 0 ? p * d : F(0);  // 0 log 0 = 0 for masked actions
-      g[l * a + j] = (es[j * L + l] * rs[l] - p) * inv_s;
-    }
+    for (int l = 0; l < L; ++l) es[j * L + l] = (es[j * L + l] * rs[l] - et[j * L + l] * rt[l]) * inv_s;
   }
-  for (int l = 0; l < L; ++l) {
-    kl[l] = acc[l];
+  store_transposed<F, L>(es, a, g);
+  for (int l = 0; l < L; ++l)
     if (undefined_row(nans[l] > 0, mt[l], ms[l])) fill_nan(kl + l, g + l * a, a);
-  }
 }
 
-// Rows [begin, end). Short rows go by tiles, the last partial tile through a
-// zero-padded copy, so no read or write leaves the caller's buffers.
-template <typename F>
+// Rows [begin, end) with tiles of L rows; the last partial tile goes through
+// a zero-padded copy, so no read or write leaves the caller's buffers.
+template <typename F, int L>
 TFKD_INLINE void rows_kl(const F* t, const F* s, int64_t begin, int64_t end, int64_t a,
                          F inv_t, F inv_s, F* kl, F* grad) {
   if (a > kMaxTileActions) {
@@ -225,38 +287,28 @@ TFKD_INLINE void rows_kl(const F* t, const F* s, int64_t begin, int64_t end, int
       row_kl(t + r * a, s + r * a, a, inv_t, inv_s, kl + r, grad + r * a, pt.data());
     return;
   }
-  std::vector<F> buf(static_cast<size_t>(4 * a * kTileRows));
+  alignas(64) F buf[2 * kMaxTileActions * L];
   int64_t r = begin;
-  for (; r + kTileRows <= end; r += kTileRows)
-    tile_kl(t + r * a, s + r * a, a, inv_t, inv_s, kl + r, grad + r * a, buf.data());
+  for (; r + L <= end; r += L)
+    tile_kl<F, L>(t + r * a, s + r * a, a, inv_t, inv_s, kl + r, grad + r * a, buf);
   if (r < end) {
     const int64_t rows = end - r;
-    std::vector<F> pad(static_cast<size_t>(3 * a * kTileRows), F(0));
+    std::vector<F> pad(static_cast<size_t>(3 * a * L), F(0));
     F* t_pad = pad.data();
-    F* s_pad = t_pad + a * kTileRows;
-    F* g_pad = s_pad + a * kTileRows;
-    F kl_pad[kTileRows];
+    F* s_pad = t_pad + a * L;
+    F* g_pad = s_pad + a * L;
+    F kl_pad[L];
     std::copy(t + r * a, t + end * a, t_pad);
     std::copy(s + r * a, s + end * a, s_pad);
-    tile_kl(t_pad, s_pad, a, inv_t, inv_s, kl_pad, g_pad, buf.data());
+    tile_kl<F, L>(t_pad, s_pad, a, inv_t, inv_s, kl_pad, g_pad, buf);
     std::copy(kl_pad, kl_pad + rows, kl + r);
     std::copy(g_pad, g_pad + rows * a, grad + r * a);
   }
 }
 
-TFKD_CLONES void rows_f32(const float* t, const float* s, int64_t begin, int64_t end,
-                          int64_t a, float inv_t, float inv_s, float* kl, float* grad) {
-  rows_kl(t, s, begin, end, a, inv_t, inv_s, kl, grad);
-}
-
-TFKD_CLONES void rows_f64(const double* t, const double* s, int64_t begin, int64_t end,
-                          int64_t a, double inv_t, double inv_s, double* kl, double* grad) {
-  rows_kl(t, s, begin, end, a, inv_t, inv_s, kl, grad);
-}
-
 template <typename F>
-TFKD_INLINE void scale_rows_kernel(const F* __restrict x, const F* __restrict w, int64_t begin,
-                                   int64_t end, int64_t a, F* __restrict out) {
+TFKD_INLINE void scale_rows_kernel(const F* x, const F* __restrict w, int64_t begin,
+                                   int64_t end, int64_t a, F* out) {  // out may be x
   for (int64_t r = begin; r < end; ++r) {
     const F wr = w[r];
 #pragma omp simd
@@ -264,19 +316,81 @@ TFKD_INLINE void scale_rows_kernel(const F* __restrict x, const F* __restrict w,
   }
 }
 
-TFKD_CLONES void scale_rows_f32(const float* x, const float* w, int64_t b, int64_t e, int64_t a,
-                                float* out) {
-  scale_rows_kernel(x, w, b, e, a, out);
+// One compiled copy of the kernels per instruction set, its tile as wide as
+// its vectors: AVX-512 16 floats / 8 doubles, AVX2 8 / 4, SSE2 4 / 2. The
+// copy is chosen once, at load time, from the CPU (see simd_level()).
+template <typename F>
+struct Kernels {
+  void (*rows)(const F*, const F*, int64_t, int64_t, int64_t, F, F, F*, F*);
+  void (*scale)(const F*, const F*, int64_t, int64_t, int64_t, F*);
+};
+
+#define TFKD_KERNELS(suffix, attributes, bytes)                                                \
+  attributes void rows_f32_##suffix(const float* t, const float* s, int64_t b, int64_t e,     \
+                                    int64_t a, float it, float is, float* kl, float* g) {     \
+    rows_kl<float, bytes / 4>(t, s, b, e, a, it, is, kl, g);                                  \
+  }                                                                                          \
+  attributes void rows_f64_##suffix(const double* t, const double* s, int64_t b, int64_t e,   \
+                                    int64_t a, double it, double is, double* kl, double* g) { \
+    rows_kl<double, bytes / 8>(t, s, b, e, a, it, is, kl, g);                                 \
+  }                                                                                          \
+  attributes void scale_f32_##suffix(const float* x, const float* w, int64_t b, int64_t e,    \
+                                     int64_t a, float* out) {                                 \
+    scale_rows_kernel(x, w, b, e, a, out);                                                    \
+  }                                                                                          \
+  attributes void scale_f64_##suffix(const double* x, const double* w, int64_t b, int64_t e,  \
+                                     int64_t a, double* out) {                                \
+    scale_rows_kernel(x, w, b, e, a, out);                                                    \
+  }
+
+TFKD_KERNELS(baseline, , 16)
+#ifdef TFKD_X86
+TFKD_KERNELS(v3, TFKD_TARGET("arch=x86-64-v3"), 32)
+TFKD_KERNELS(v4, TFKD_TARGET("arch=x86-64-v4"), 64)
+#endif
+#undef TFKD_KERNELS
+
+enum class Isa { kBaseline, kV3, kV4 };
+
+// The best instruction set of this CPU, capped by the environment variable
+// TFKD_SIMD ("x86-64-v3" or "baseline"; for tests of the other paths).
+Isa detect_isa() {
+  Isa isa = Isa::kBaseline;
+#ifdef TFKD_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) isa = Isa::kV4;
+  else if (__builtin_cpu_supports("x86-64-v3")) isa = Isa::kV3;
+#endif
+  const char* cap = std::getenv("TFKD_SIMD");
+  if (cap != nullptr) {
+    const std::string value(cap);
+    if (value == "baseline") isa = Isa::kBaseline;
+    else if (value == "x86-64-v3" && isa == Isa::kV4) isa = Isa::kV3;
+  }
+  return isa;
 }
 
-TFKD_CLONES void scale_rows_f64(const double* x, const double* w, int64_t b, int64_t e,
-                                int64_t a, double* out) {
-  scale_rows_kernel(x, w, b, e, a, out);
+const Isa kIsa = detect_isa();
+
+template <typename F> Kernels<F> kernels();
+template <> Kernels<float> kernels<float>() {
+#ifdef TFKD_X86
+  if (kIsa == Isa::kV4) return {rows_f32_v4, scale_f32_v4};
+  if (kIsa == Isa::kV3) return {rows_f32_v3, scale_f32_v3};
+#endif
+  return {rows_f32_baseline, scale_f32_baseline};
+}
+template <> Kernels<double> kernels<double>() {
+#ifdef TFKD_X86
+  if (kIsa == Isa::kV4) return {rows_f64_v4, scale_f64_v4};
+  if (kIsa == Isa::kV3) return {rows_f64_v3, scale_f64_v3};
+#endif
+  return {rows_f64_baseline, scale_f64_baseline};
 }
 
-// Splits [0, n) into contiguous chunks, one per thread; the caller's thread
-// takes the first. Below ~32k elements per thread, threads cost more than
-// they save.
+// Splits [0, n) into contiguous chunks of whole tiles, one per thread; the
+// caller's thread takes the first. Below ~32k elements per thread, threads
+// cost more than they save.
 template <typename Fn>
 void parallel_rows(int64_t n, int64_t a, int max_threads, Fn fn) {
   constexpr int64_t kMinElementsPerThread = 32768;
@@ -289,7 +403,8 @@ void parallel_rows(int64_t n, int64_t a, int max_threads, Fn fn) {
   }
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(threads - 1));
-  const int64_t chunk = (n + threads - 1) / threads;
+  const int64_t tiles = (n + kTileRows - 1) / kTileRows;
+  const int64_t chunk = (tiles + threads - 1) / threads * kTileRows;
   for (int64_t k = 1; k < threads; ++k) {
     const int64_t b = std::min(n, k * chunk), e = std::min(n, b + chunk);
     if (b < e) pool.emplace_back(fn, b, e);
@@ -302,37 +417,58 @@ void parallel_rows(int64_t n, int64_t a, int max_threads, Fn fn) {
 
 void softmax_kl(const float* t, const float* s, int64_t n, int64_t a, float temperature,
                 float student_temperature, float* kl, float* grad, int max_threads) {
-  const float inv_t = 1.0f / temperature, inv_s = 1.0f / student_temperature;
   parallel_rows(n, a, max_threads, [=](int64_t b, int64_t e) {
-    rows_f32(t, s, b, e, a, inv_t, inv_s, kl, grad);
+    softmax_kl_rows(t, s, b, e, a, temperature, student_temperature, kl, grad);
   });
 }
 
 void softmax_kl(const double* t, const double* s, int64_t n, int64_t a, double temperature,
                 double student_temperature, double* kl, double* grad, int max_threads) {
-  const double inv_t = 1.0 / temperature, inv_s = 1.0 / student_temperature;
   parallel_rows(n, a, max_threads, [=](int64_t b, int64_t e) {
-    rows_f64(t, s, b, e, a, inv_t, inv_s, kl, grad);
+    softmax_kl_rows(t, s, b, e, a, temperature, student_temperature, kl, grad);
   });
+}
+
+void softmax_kl_rows(const float* t, const float* s, int64_t begin, int64_t end, int64_t a,
+                     float temperature, float student_temperature, float* kl, float* grad) {
+  kernels<float>().rows(t, s, begin, end, a, 1.0f / temperature, 1.0f / student_temperature,
+                        kl, grad);
+}
+
+void softmax_kl_rows(const double* t, const double* s, int64_t begin, int64_t end, int64_t a,
+                     double temperature, double student_temperature, double* kl, double* grad) {
+  kernels<double>().rows(t, s, begin, end, a, 1.0 / temperature, 1.0 / student_temperature,
+                         kl, grad);
+}
+
+void scale_rows_range(const float* x, const float* w, int64_t begin, int64_t end, int64_t a,
+                      float* out) {
+  kernels<float>().scale(x, w, begin, end, a, out);
+}
+
+void scale_rows_range(const double* x, const double* w, int64_t begin, int64_t end, int64_t a,
+                      double* out) {
+  kernels<double>().scale(x, w, begin, end, a, out);
 }
 
 void scale_rows(const float* x, const float* w, int64_t n, int64_t a, float* out,
                 int max_threads) {
-  parallel_rows(n, a, max_threads, [=](int64_t b, int64_t e) { scale_rows_f32(x, w, b, e, a, out); });
+  parallel_rows(n, a, max_threads,
+                [=](int64_t b, int64_t e) { scale_rows_range(x, w, b, e, a, out); });
 }
 
 void scale_rows(const double* x, const double* w, int64_t n, int64_t a, double* out,
                 int max_threads) {
-  parallel_rows(n, a, max_threads, [=](int64_t b, int64_t e) { scale_rows_f64(x, w, b, e, a, out); });
+  parallel_rows(n, a, max_threads,
+                [=](int64_t b, int64_t e) { scale_rows_range(x, w, b, e, a, out); });
 }
 
 const char* simd_level() {
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512)";
-  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2, FMA)";
-#endif
-  return "baseline";
+  switch (kIsa) {
+    case Isa::kV4: return "x86-64-v4 (AVX-512)";
+    case Isa::kV3: return "x86-64-v3 (AVX2, FMA)";
+    default: return "baseline";
+  }
 }
 
 }  // namespace tfkd

@@ -26,12 +26,27 @@ void softmax_kl(const double* t, const double* s, int64_t n, int64_t a,
                 double temperature, double student_temperature,
                 double* kl, double* grad, int max_threads = 0);
 
+// Rows [begin, end) only, on the calling thread: for callers that bring
+// their own thread pool (the TensorFlow op). Same buffer contract as above;
+// splitting at multiples of kTileRows rows keeps every tile whole (a tile
+// is at most kTileRows rows: the SIMD width in floats).
+constexpr int64_t kTileRows = 16;
+void softmax_kl_rows(const float* t, const float* s, int64_t begin, int64_t end, int64_t a,
+                     float temperature, float student_temperature, float* kl, float* grad);
+void softmax_kl_rows(const double* t, const double* s, int64_t begin, int64_t end, int64_t a,
+                     double temperature, double student_temperature, double* kl, double* grad);
+
 // out[i, :] = x[i, :] * w[i]: the backward pass's chain rule for a per-row
 // upstream gradient w, at memory speed. x and out hold n * a elements, w n.
 void scale_rows(const float* x, const float* w, int64_t n, int64_t a, float* out,
                 int max_threads = 0);
 void scale_rows(const double* x, const double* w, int64_t n, int64_t a, double* out,
                 int max_threads = 0);
+// Rows [begin, end) of scale_rows on the calling thread; out may be x.
+void scale_rows_range(const float* x, const float* w, int64_t begin, int64_t end, int64_t a,
+                      float* out);
+void scale_rows_range(const double* x, const double* w, int64_t begin, int64_t end, int64_t a,
+                      double* out);
 
 // The instruction set the run-time dispatch chose: "x86-64-v4 (AVX-512)",
 // "x86-64-v3 (AVX2, FMA)" or "baseline".

@@ -40,27 +40,38 @@ def problem(rng, shape, dtype=np.float32, scale=3.0, masked=0.0):
 
 # --- no silent fallback ------------------------------------------------------
 
-def test_the_cpp_extension_is_built_and_imports():
-    assert kernel_available(), f"tfkd._C is missing: {kernel_info()['import_error']}"
+def test_the_cpp_extension_and_the_op_library_are_built_and_load():
+    assert kernel_available(), f"tfkd's kernel is missing: {kernel_info()['import_error']}"
     assert kernel_info()["simd"]
+    assert kernel_info()["op_library"].endswith("_tf_ops.so")
 
 
-def test_auto_uses_the_cpp_kernel_for_a_large_cpu_input(rng):
-    assert kernel_available(), f"tfkd._C is missing: {kernel_info()['import_error']}"
-    t, s = problem(rng, (4096, 18))
+@pytest.mark.parametrize("shape", [(4, 18), (4096, 18)])
+def test_auto_uses_the_cpp_op_on_cpu_and_says_so(rng, shape):
+    assert kernel_available(), f"tfkd's kernel is missing: {kernel_info()['import_error']}"
+    t, s = problem(rng, shape)
     with tf.device("/CPU:0"):
         kl = softmax_kl(t, s, 2.0, backend="auto")
     assert last_backend() == "cpp"
     assert_matches_reference(kl.numpy(), softmax_kl_reference(t, s, 2.0)[1], t, s, 2.0)
-
-
-def test_auto_uses_tf_ops_for_a_small_input_and_says_so(rng):
-    t, s = problem(rng, (4, 18))
-    with tf.device("/CPU:0"):
-        softmax_kl(t, s, backend="auto")
+    softmax_kl(t, s, backend="tf")
     assert last_backend() == "tf"
-    softmax_kl(t, s, backend="cpp")
-    assert last_backend() == "cpp"
+
+
+def test_the_cpp_backend_is_one_fused_tensorflow_op(rng):
+    t, s = (tf.constant(x) for x in problem(rng, (64, 18)))
+
+    @tf.function
+    def loss_and_grad(t, s):
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            loss = tf.reduce_mean(softmax_kl(t, s, 2.0, backend="cpp"))
+        return tape.gradient(loss, s)
+
+    graph = loss_and_grad.get_concrete_function(t, s).graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count("TfkdSoftmaxKl") == 1 and types.count("TfkdScaleRows") == 1
+    assert not any("PyFunc" in name for name in types)
 
 
 # --- values and gradients ----------------------------------------------------
@@ -229,12 +240,12 @@ def test_inside_tf_function_with_unknown_batch_and_actions(rng, backend):
         return kl, tape.gradient(loss, s)
 
     with tf.device("/CPU:0"):  # "auto" picks TF ops on a GPU
-        for shape in [(3, 5), (20000, 18), (1, 1)]:  # both sides of the auto threshold
+        for shape in [(3, 5), (20000, 18), (1, 1), (0, 4)]:
             t, s = problem(rng, shape, masked=0.2)
             kl, grad = loss_and_grad(t, s, tf.constant(1.3))
             assert_matches_reference(kl.numpy(), grad.numpy(), t, s, 1.3)
     if backend == "auto":
-        assert last_backend() == "cpp|tf"
+        assert last_backend() == "cpp"
 
 
 def test_under_xla_cpp_is_refused_and_auto_uses_tf_ops(rng):

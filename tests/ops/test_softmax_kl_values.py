@@ -340,3 +340,51 @@ def test_scale_rows_rejects_mismatched_or_non_float_arrays():
         _C.scale_rows(x, np.ones(5, np.float32))
     with pytest.raises(ValueError, match="floating-point"):
         _C.scale_rows(x.astype(np.int32), np.ones(4, np.float32))
+
+
+# The kernel is compiled once per instruction set (AVX-512, AVX2, SSE2) with
+# tiles as wide as the vectors; TFKD_SIMD caps the choice at load time, so
+# each copy is checked here whatever this machine's CPU.
+LOWER_ISA_CHECK = """
+import numpy as np
+from softmax_kl_reference import assert_matches_reference
+from tfkd import _C
+
+assert _C.simd_level().startswith(EXPECTED), _C.simd_level()
+rng = np.random.default_rng(7)
+for dtype in (np.float32, np.float64):
+    for n in (1, 3, 16, 17, 100):
+        for a in (1, 4, 18, 33, 64, 65, 300):
+            t = 3 * rng.standard_normal((n, a))
+            s = 3 * rng.standard_normal((n, a))
+            mask = rng.random((n, a)) < 0.3
+            mask[:, 0] = False
+            t[mask] = -np.inf
+            t, s = t.astype(dtype), s.astype(dtype)
+            kl, grad = _C.softmax_kl(t, s, 0.7, 1.3)
+            assert_matches_reference(kl, grad, t, s, 0.7, 1.3)
+            w = rng.random(n).astype(dtype)
+            np.testing.assert_array_equal(_C.scale_rows(grad, w), grad * w[:, None])
+    t = rng.standard_normal((40, 18)).astype(dtype)
+    t[5, 3] = np.nan
+    kl, grad = _C.softmax_kl(t, t, 1.0, 1.0)
+    assert np.isnan(kl[5]) and np.isnan(grad[5]).all()
+    assert np.isfinite(np.delete(kl, 5)).all()
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("cap, expected", [("x86-64-v3", ("x86-64-v3", "baseline")),
+                                           ("baseline", ("baseline",))])
+def test_the_lower_instruction_set_copies_match_the_reference(cap, expected):
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "TFKD_SIMD": cap,
+           "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    script = f"EXPECTED = {expected!r}\n" + LOWER_ISA_CHECK
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

@@ -13,12 +13,13 @@ al. (2016), "Policy Distillation".
 
 Backends:
     "cpp": tfkd's fused C++ kernel (loss and gradient in one pass, SIMD,
-        multi-threaded, GIL released), reached through ``tf.numpy_function``
-        inside ``tf.custom_gradient``. CPU only; not under XLA; not saved in a
-        SavedModel.
+        rows split over TensorFlow's intra-op threads) as a real TensorFlow
+        op, ``TfkdSoftmaxKl`` from ``tfkd/_tf_ops.so``, inside
+        ``tf.custom_gradient``; the backward's chain rule is the op
+        ``TfkdScaleRows``. CPU only; not under XLA. A SavedModel that holds
+        it loads only where tfkd is imported.
     "tf": TensorFlow ops (autodiff). Runs anywhere: GPU, XLA, SavedModel.
-    "auto": "tf" on GPU, under XLA, or for small inputs (where the call
-        overhead of "cpp" outweighs its speed); "cpp" otherwise.
+    "auto": "tf" on GPU and under XLA, "cpp" otherwise.
 
 ``last_backend()`` tells which backend the most recent call chose (at trace
 time inside a ``tf.function``).
@@ -27,6 +28,7 @@ time inside a ``tf.function``).
 from __future__ import annotations
 
 import numbers
+import os
 import threading
 import warnings
 
@@ -41,27 +43,34 @@ except ImportError as _error:  # reported by kernel_info() and by the tests
 else:
     _IMPORT_ERROR = None
 
-BACKENDS = ("auto", "cpp", "tf")
+OP_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "_tf_ops.so")
+try:
+    _OPS = tf.load_op_library(OP_LIBRARY)
+except (tf.errors.NotFoundError, OSError) as _error:  # reported like _C's
+    _OPS = None
+    _OP_ERROR: str | None = f"{OP_LIBRARY}: {_error}"
+else:
+    _OP_ERROR = None
 
-# "auto" picks "cpp" from this many elements (batch x actions) on; below it
-# the numpy_function round trip costs more than the kernel saves. Measured
-# with benchmarks/kernel.py.
-AUTO_MIN_ELEMENTS = 16384
+BACKENDS = ("auto", "cpp", "tf")
 
 _state = threading.local()
 
 
 def kernel_available() -> bool:
-    """Whether the C++ extension ``tfkd._C`` was built and imports."""
-    return _C is not None
+    """Whether the C++ kernel is built: ``tfkd._C`` imports and the op library loads."""
+    return _C is not None and _OPS is not None
 
 
 def kernel_info() -> dict:
-    """The C++ kernel's status: availability, SIMD level, import error."""
+    """The C++ kernel's status: availability, SIMD level, why it is missing."""
+    errors = [e for e in (_IMPORT_ERROR, _OP_ERROR) if e]
     return {
-        "available": _C is not None,
+        "available": kernel_available(),
         "simd": _C.simd_level() if _C is not None else None,
-        "import_error": _IMPORT_ERROR,
+        "op_library": OP_LIBRARY if _OPS is not None else None,
+        "import_error": "; ".join(errors) or None,
     }
 
 
@@ -69,10 +78,8 @@ def last_backend() -> str | None:
     """The backend the most recent ``softmax_kl`` call in this thread chose.
 
     Returns:
-        "cpp", "tf", "cpp|tf" (a graph whose batch size is only known at run
-        time: "cpp" from ``AUTO_MIN_ELEMENTS`` elements on, else "tf"), or
-        None before the first call. Inside a ``tf.function`` the choice is
-        made while tracing.
+        "cpp", "tf", or None before the first call. Inside a
+        ``tf.function`` the choice is made while tracing.
     """
     return getattr(_state, "backend", None)
 
@@ -182,14 +189,7 @@ def _dispatch(backend, t2, s2, T, S):
     _state.backend = chosen
     if chosen == "tf":
         return _kl_tf(t2, s2, T, S)
-    if chosen == "cpp":
-        return _with_gradient(lambda s: _kl_and_grad_cpp(t2, s, T, S), s2)
-    # Batch size known only at run time: both sides return (kl, grad), so the
-    # choice is a plain tf.cond under one custom gradient.
-    return _with_gradient(
-        lambda s: tf.cond(tf.size(s) >= AUTO_MIN_ELEMENTS,
-                          lambda: _kl_and_grad_cpp(t2, s, T, S),
-                          lambda: _kl_and_grad_tf(t2, s, T, S)), s2)
+    return _kl_cpp(t2, s2, T, S)
 
 
 _warned_missing_kernel = False
@@ -197,9 +197,9 @@ _warned_missing_kernel = False
 
 def _choose_backend(backend, t2, s2):
     if backend == "cpp":
-        if _C is None:
-            raise ValueError(f"backend='cpp' but tfkd's C++ extension is not available: "
-                             f"{_IMPORT_ERROR}")
+        if not kernel_available():
+            raise ValueError(f"backend='cpp' but tfkd's C++ kernel is not available: "
+                             f"{kernel_info()['import_error']}")
         if _in_xla_context():
             raise ValueError("backend='cpp' cannot run under XLA (jit_compile=True): "
                              "use backend='tf' or 'auto'")
@@ -208,18 +208,15 @@ def _choose_backend(backend, t2, s2):
         return "tf"
     if _in_xla_context() or _on_gpu():
         return "tf"
-    if _C is None:
+    if not kernel_available():
         global _warned_missing_kernel
         if not _warned_missing_kernel:
-            warnings.warn(f"tfkd's C++ extension is not available ({_IMPORT_ERROR}); "
-                          "softmax_kl(backend='auto') uses TensorFlow ops", RuntimeWarning,
-                          stacklevel=4)
+            warnings.warn(f"tfkd's C++ kernel is not available "
+                          f"({kernel_info()['import_error']}); softmax_kl(backend='auto') uses "
+                          "TensorFlow ops", RuntimeWarning, stacklevel=4)
             _warned_missing_kernel = True
         return "tf"
-    n, a = s2.shape
-    if n is not None and a is not None:
-        return "cpp" if n * a >= AUTO_MIN_ELEMENTS else "tf"
-    return "cpp|tf"
+    return "cpp"
 
 
 def _in_xla_context() -> bool:
@@ -260,56 +257,21 @@ def _minus_row_max(x):
     return x - tf.stop_gradient(tf.reduce_max(x, axis=-1, keepdims=True))
 
 
-def _kl_and_grad_tf(t, s, T, S):
-    """TensorFlow ops, gradient written out: d kl / d s = (q - p) / S."""
-    log_p, log_q = _log_softmaxes(t, s, T, S)
-    return _kl_from_log_probs(log_p, log_q), (tf.exp(log_q) - tf.exp(log_p)) / S
-
-
-def _kl_and_grad_cpp(t, s, T, S):
-    """The C++ kernel: loss and gradient in one pass."""
-
-    def kernel(t_np, s_np, T_np, S_np):
-        return _C.softmax_kl(t_np, s_np, float(T_np), float(S_np))
-
-    kl, grad = tf.numpy_function(kernel, [t, s, T, S], [s.dtype, s.dtype], stateful=False,
-                                 name="tfkd_softmax_kl")
-    kl.set_shape(s.shape[:1])
-    grad.set_shape(s.shape)
-    return kl, grad
-
-
-def _with_gradient(kl_and_grad, s):
-    """kl(s) whose gradient is the precomputed one; none flows to the teacher."""
+def _kl_cpp(t, s, T, S):
+    """The C++ kernel: loss and gradient in one pass; the gradient is reused."""
 
     @tf.custom_gradient
     def kl_of_student(s):
-        kl, grad = kl_and_grad(s)
+        with tf.device("/CPU:0"):  # the op has CPU kernels only
+            kl, grad = _OPS.tfkd_softmax_kl(t, s, T, S)
 
         def backward(upstream):
-            return _scale_rows(grad, tf.cast(upstream, grad.dtype))
+            with tf.device("/CPU:0"):
+                return _OPS.tfkd_scale_rows(grad, tf.cast(upstream, grad.dtype))
 
         return kl, backward
 
     return kl_of_student(s)
-
-
-def _scale_rows(grad, upstream):
-    """upstream[:, None] * grad; in C++ at memory speed for large inputs, where
-    TensorFlow's broadcasting multiply costs about as much as the kernel."""
-
-    def in_cpp():
-        scaled = tf.numpy_function(_C.scale_rows, [grad, upstream], grad.dtype, stateful=False,
-                                   name="tfkd_scale_rows")
-        return tf.ensure_shape(scaled, grad.shape)
-
-    def in_tf():
-        return upstream[:, None] * grad
-
-    size = grad.shape.num_elements()
-    if size is not None:
-        return in_cpp() if size >= AUTO_MIN_ELEMENTS else in_tf()
-    return tf.cond(tf.size(grad) >= AUTO_MIN_ELEMENTS, in_cpp, in_tf)
 
 
 def _check_np_dtype(x: np.ndarray, name: str):

@@ -1,0 +1,168 @@
+// TensorFlow ops around the softmax-KL kernel, loaded with tf.load_op_library:
+//
+//   TfkdSoftmaxKl(teacher_logits [n, a], student_logits [n, a], temperature,
+//                 student_temperature) -> (kl [n], grad [n, a])
+//   TfkdScaleRows(x [n, a], w [n]) -> x * w[:, None]   (the backward's chain rule)
+//
+// They check their inputs, let TensorFlow allocate the outputs (no copies, no
+// Python) and split the rows over TensorFlow's intra-op thread pool. The
+// gradient is wired in Python (tfkd/ops/softmax_kl.py, tf.custom_gradient).
+#include "softmax_kl.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace tfkd {
+namespace {
+
+namespace tf = ::tensorflow;
+using tf::shape_inference::InferenceContext;
+using tf::shape_inference::ShapeHandle;
+
+// A unit of work is kTileRows rows; the cost estimate (in TensorFlow's
+// "cycles" per unit) lets Shard keep small inputs on one thread.
+int64_t tile_cost(int64_t a, int64_t cycles_per_element) {
+  return kTileRows * a * cycles_per_element;
+}
+
+template <typename Fn>
+void for_row_tiles(tf::OpKernelContext* ctx, int64_t n, int64_t cost_per_tile, Fn rows) {
+  const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+  const int64_t tiles = (n + kTileRows - 1) / kTileRows;
+  tf::Shard(workers->num_threads, workers->workers, tiles, cost_per_tile,
+            [&](int64_t begin, int64_t end) {
+              rows(begin * kTileRows, std::min(n, end * kTileRows));
+            });
+}
+
+template <typename F>
+absl::Status positive_scalar(const tf::Tensor& value, const char* name, F* out) {
+  if (!tf::TensorShapeUtils::IsScalar(value.shape()))
+    return tf::errors::InvalidArgument(name, " must be a scalar, got shape ",
+                                       value.shape().DebugString());
+  *out = value.scalar<F>()();
+  if (!(std::isfinite(*out) && *out > 0))
+    return tf::errors::InvalidArgument(name, " must be finite and > 0, got ", *out);
+  return absl::OkStatus();
+}
+
+template <typename F>
+class SoftmaxKlOp : public tf::OpKernel {
+ public:
+  explicit SoftmaxKlOp(tf::OpKernelConstruction* ctx) : tf::OpKernel(ctx) {}
+
+  void Compute(tf::OpKernelContext* ctx) override {
+    const tf::Tensor& t = ctx->input(0);
+    const tf::Tensor& s = ctx->input(1);
+    OP_REQUIRES(ctx, t.dims() == 2 && s.dims() == 2,
+                tf::errors::InvalidArgument(
+                    "softmax_kl expects 2-D [batch, actions] logits, got shapes ",
+                    t.shape().DebugString(), " and ", s.shape().DebugString()));
+    OP_REQUIRES(ctx, t.shape() == s.shape(),
+                tf::errors::InvalidArgument("teacher and student logits differ in shape: ",
+                                            t.shape().DebugString(), " vs ",
+                                            s.shape().DebugString()));
+    const int64_t n = t.dim_size(0), a = t.dim_size(1);
+    OP_REQUIRES(ctx, a > 0,
+                tf::errors::InvalidArgument("softmax_kl needs at least one action (last axis is 0)"));
+    F temperature, student_temperature;
+    OP_REQUIRES_OK(ctx, positive_scalar(ctx->input(2), "temperature", &temperature));
+    OP_REQUIRES_OK(ctx, positive_scalar(ctx->input(3), "student_temperature", &student_temperature));
+
+    tf::Tensor* kl = nullptr;
+    tf::Tensor* grad = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tf::TensorShape({n}), &kl));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, s.shape(), &grad));
+    const F* tp = t.flat<F>().data();
+    const F* sp = s.flat<F>().data();
+    F* klp = kl->flat<F>().data();
+    F* gp = grad->flat<F>().data();
+    for_row_tiles(ctx, n, tile_cost(a, 40), [&](int64_t begin, int64_t end) {
+      softmax_kl_rows(tp, sp, begin, end, a, temperature, student_temperature, klp, gp);
+    });
+  }
+};
+
+template <typename F>
+class ScaleRowsOp : public tf::OpKernel {
+ public:
+  explicit ScaleRowsOp(tf::OpKernelConstruction* ctx) : tf::OpKernel(ctx) {}
+
+  void Compute(tf::OpKernelContext* ctx) override {
+    const tf::Tensor& x = ctx->input(0);
+    const tf::Tensor& w = ctx->input(1);
+    OP_REQUIRES(ctx, x.dims() == 2 && w.dims() == 1 && w.dim_size(0) == x.dim_size(0),
+                tf::errors::InvalidArgument("scale_rows expects x [n, a] and w [n], got ",
+                                            x.shape().DebugString(), " and ",
+                                            w.shape().DebugString()));
+    const int64_t n = x.dim_size(0), a = x.dim_size(1);
+    tf::Tensor* out = nullptr;
+    // In place when nothing else holds x (the forward's gradient usually).
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &out));
+    const F* xp = x.flat<F>().data();
+    const F* wp = w.flat<F>().data();
+    F* op = out->flat<F>().data();
+    for_row_tiles(ctx, n, tile_cost(a, 2), [&](int64_t begin, int64_t end) {
+      scale_rows_range(xp, wp, begin, end, a, op);
+    });
+  }
+};
+
+absl::Status softmax_kl_shape(InferenceContext* c) {
+  ShapeHandle t, s, logits, scalar;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &t));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &s));
+  TF_RETURN_IF_ERROR(c->Merge(t, s, &logits));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &scalar));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 0, &scalar));
+  c->set_output(0, c->Vector(c->Dim(logits, 0)));
+  c->set_output(1, logits);
+  return absl::OkStatus();
+}
+
+absl::Status scale_rows_shape(InferenceContext* c) {
+  ShapeHandle x, w;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &w));
+  c->set_output(0, x);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+REGISTER_OP("TfkdSoftmaxKl")
+    .Input("teacher_logits: T")
+    .Input("student_logits: T")
+    .Input("temperature: T")
+    .Input("student_temperature: T")
+    .Output("kl: T")
+    .Output("grad: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn(softmax_kl_shape)
+    .Doc("Per-row KL(softmax(t/T) || softmax(s/S)) and its gradient (q - p)/S, fused.");
+
+REGISTER_OP("TfkdScaleRows")
+    .Input("x: T")
+    .Input("w: T")
+    .Output("y: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn(scale_rows_shape)
+    .Doc("x * w[:, None]: the chain rule of TfkdSoftmaxKl's gradient.");
+
+#define TFKD_REGISTER(F)                                                                     \
+  REGISTER_KERNEL_BUILDER(                                                                   \
+      Name("TfkdSoftmaxKl").Device(::tensorflow::DEVICE_CPU).TypeConstraint<F>("T"),         \
+      SoftmaxKlOp<F>);                                                                       \
+  REGISTER_KERNEL_BUILDER(                                                                   \
+      Name("TfkdScaleRows").Device(::tensorflow::DEVICE_CPU).TypeConstraint<F>("T"),         \
+      ScaleRowsOp<F>);
+TFKD_REGISTER(float)
+TFKD_REGISTER(double)
+#undef TFKD_REGISTER
+
+}  // namespace tfkd
