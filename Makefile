@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rl.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info tfkd/_C*.so
+	rm -rf $(VENV) build *.egg-info tfkd/_C*.so tfkd/_tf_ops.so
