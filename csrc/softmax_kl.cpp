@@ -54,18 +54,18 @@ template <> struct ExpConstants<double> {
 // with |r| <= ln2 / 2, exp(r) by a polynomial, 2^n written into the
 // exponent bits. Adding the magic constant 1.5 * 2^mantissa rounds x log2(e)
 // to the nearest integer n and leaves n in the low bits. Results below the
-// smallest normal number flush to 0: far below the rounding error of a
-// softmax whose largest term is exp(0) = 1, and so does -inf. NaN input gives
-// a finite value: callers mark NaN rows themselves. For x <= 0 only: both
-// callers pass logits minus their row's maximum.
+// smallest normal number (x <= kLo) are 0: far below the rounding error of a
+// softmax whose largest term is exp(0) = 1; so are -inf and NaN (callers mark
+// NaN rows themselves). Below kLo the bit arithmetic makes garbage, which the
+// last line discards: unsigned, so no undefined behaviour. For x <= 0 only:
+// both callers pass logits minus their row's maximum.
 template <typename F>
 TFKD_INLINE F vexp(F x) {
   using C = ExpConstants<F>;
   using Bits = typename C::Bits;
-  const F xc = x > C::kLo ? x : C::kLo;  // NaN becomes kLo: no undefined conversions
-  const F k = xc * F(1.4426950408889634) + C::kMagic;
+  const F k = x * F(1.4426950408889634) + C::kMagic;
   const F n = k - C::kMagic;
-  const F r = (xc - n * C::kLn2Hi) - n * C::kLn2Lo;
+  const F r = (x - n * C::kLn2Hi) - n * C::kLn2Lo;
   Bits kb, mb;
   const F magic = C::kMagic;
   std::memcpy(&kb, &k, sizeof(F));

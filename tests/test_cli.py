@@ -51,9 +51,9 @@ def test_train_teacher_distill_evaluate(teacher_dir, tmp_path, capsys):
     _check_results(evaluated / "results.json")
 
 
-def test_teacher_driven_mode(teacher_dir, tmp_path):
+def test_teacher_driven_mode_with_the_rusu_loss(teacher_dir, tmp_path):
     assert cli.main(["distill", "--teacher", str(teacher_dir), "--mode", "teacher",
-                     "--out", str(tmp_path), *TINY_DISTILL]) == 0
+                     "--loss", "q_value_kl", "--out", str(tmp_path), *TINY_DISTILL]) == 0
     assert _check_results(tmp_path / "results.json")["mode"] == "teacher-driven"
 
 
@@ -69,6 +69,8 @@ def test_demo_on_tiny_budget(tmp_path):
     (["train-teacher", "--env", "NoSuchEnv-v0", "--steps", "10"], "NoSuchEnv-v0"),
     (["distill", "--teacher", "/nonexistent/teacher"], "teacher.json"),
     (["evaluate", "--teacher", "/nonexistent/teacher.keras"], "no such model file"),
+    (["distill", "--teacher", "/nonexistent/teacher", "--loss", "mse", "--temperature", "2"],
+     "--temperature applies to"),
 ])
 def test_bad_input_gives_a_clear_error(argv, message):
     with pytest.raises((SystemExit, ValueError), match=message):

@@ -33,6 +33,8 @@ RESULTS_FILE = "results.json"
 PLOT_FILE = "distillation.png"
 STUDENT_FILE = "student.keras"
 KERAS_TEACHER_FILE = "teacher.keras"
+DISTILLATION_LOSSES = ("soft_target_kl", "q_value_kl", "greedy_action_nll", "mse")
+KL_LOSSES = ("soft_target_kl", "q_value_kl")
 
 
 def _select_keras2_for_tf_agents() -> None:
@@ -67,6 +69,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -248,7 +257,9 @@ def train_teacher(args: argparse.Namespace):
                                 hidden_units=args.hidden, name="teacher")
         config = DQNConfig(env_id=args.env, total_env_steps=args.steps, seed=args.seed,
                            eval_every=max(1, args.steps // 5), eval_episodes=5,
-                           progress=not args.quiet)
+                           target_return=args.target_return, progress=not args.quiet)
+        if _is_atari(args.env):  # 84x84x4 frames, stored twice: ~1.1 GB at 20k
+            config.buffer_capacity = min(config.buffer_capacity, 20_000)
         train_dqn(network, config)
         if args.out:
             os.makedirs(args.out, exist_ok=True)
@@ -295,6 +306,9 @@ def distill(args: argparse.Namespace, teacher=None, started: float | None = None
     from tfkd.rl.evaluation import compare_policies
 
     start = started or time.perf_counter()
+    loss = getattr(args, "loss", "soft_target_kl")
+    if args.temperature is not None and loss not in KL_LOSSES:
+        raise SystemExit(f"tfkd: --temperature applies to {' and '.join(KL_LOSSES)}, not {loss}")
     env_id = args.env
     if teacher is None:
         teacher, saved_env = load_teacher(args.teacher)
@@ -308,6 +322,7 @@ def distill(args: argparse.Namespace, teacher=None, started: float | None = None
                   train_steps_per_round=args.train_steps_per_round,
                   eval_episodes=args.eval_episodes, seed=args.seed, progress=not args.quiet,
                   num_envs=min(8, steps_per_round), temperature=args.temperature,
+                  distillation_loss=loss,
                   target_return=args.target_return)
     if args.mode == "student":
         history = distill_student_driven(teacher, student, StudentDrivenConfig(**common))
@@ -449,7 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="who acts while data is collected (default: student, i.e. DAgger)")
     sub.add_argument("--student-hidden", type=_hidden_units, default=None,
                      help="student hidden layer sizes (default: 32; Atari: 128 dense units)")
-    sub.add_argument("--temperature", type=float, default=1.0)
+    sub.add_argument("--loss", choices=DISTILLATION_LOSSES, default="soft_target_kl",
+                     help="distillation loss (default: %(default)s; q_value_kl is Rusu et "
+                          "al.'s sharpened-Q KL for DQN teachers)")
+    sub.add_argument("--temperature", type=_positive_float, default=None,
+                     help="temperature of a KL loss (default: the loss's own, 1 for "
+                          "soft_target_kl, 0.01 for q_value_kl)")
     sub.add_argument("--target-return", type=float, default=None,
                      help="stop distilling once the student's evaluated return reaches this")
     add_distill_budget(sub, 20_000)

@@ -54,3 +54,15 @@ def test_dqn_solves_cartpole():
                        eval_every=5_000, progress=False)
     train_dqn(q_network, config)
     assert evaluate_policy("CartPole-v1", q_network, num_episodes=20, seed=123).mean > 400
+
+
+def test_target_return_stops_training_at_the_first_evaluation_that_reaches_it():
+    keras.utils.set_random_seed(0)
+    q_network = build_mlp((4,), 2, (16,))
+    # Any greedy CartPole policy returns at least 8, so the first evaluation
+    # (after 400 env steps) reaches a target of 1 and training stops there.
+    config = DQNConfig(total_env_steps=4_000, learning_starts=100, eval_every=400,
+                       eval_episodes=2, target_return=1.0, progress=False)
+    history = train_dqn(q_network, config)
+    assert history.env_steps == 400
+    assert history.eval_steps == [400] and history.eval_return_mean[0] >= 1.0

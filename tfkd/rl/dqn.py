@@ -48,6 +48,8 @@ class DQNConfig:
         eval_every: env steps between greedy evaluations (0: only at the end).
         eval_episodes: episodes per evaluation.
         keep_best: restore the weights with the best evaluated return at the end.
+        target_return: stop early once a greedy evaluation's mean return
+            reaches this (None: train for ``total_env_steps``).
         seed: seeds envs, exploration and replay sampling.
         progress: show a tqdm bar.
     """
@@ -70,6 +72,7 @@ class DQNConfig:
     eval_every: int = 10_000
     eval_episodes: int = 10
     keep_best: bool = True
+    target_return: float | None = None
     seed: int = 0
     progress: bool = True
 
@@ -177,14 +180,17 @@ def train_dqn(q_network: keras.Model, config: DQNConfig) -> DQNHistory:
                 best_return, best_weights = _evaluate(
                     q_outputs, q_network, config, step, history, best_return, best_weights
                 )
+                if config.target_return is not None and best_return >= config.target_return:
+                    break
             bar.update(config.num_envs)
             if history.episode_returns:
                 bar.set_postfix(eps=f"{explore.epsilon:.2f}",
                                 ret=f"{np.mean(history.episode_returns[-20:]):.1f}",
                                 best=f"{best_return:.1f}")
-        best_return, best_weights = _evaluate(
-            q_outputs, q_network, config, step, history, best_return, best_weights
-        )
+        if not history.eval_steps or history.eval_steps[-1] != step:
+            best_return, best_weights = _evaluate(
+                q_outputs, q_network, config, step, history, best_return, best_weights
+            )
         if config.keep_best and best_weights is not None:
             q_network.set_weights(best_weights)
     finally:
