@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,9 +48,9 @@ def interleaved_ms(fns: dict, repeats: int, blocks: int = 10,
     """Milliseconds per call of each function: (best turn, all calls).
 
     The calls run in `blocks` turns, each function a run of consecutive calls
-    per turn, so a change in machine load touches all alike while one
-    library's worker threads (which spin after a call) do not land in
-    another's timing. At least `repeats` calls each, more for fast calls
+    per turn, in a new random order each turn, so a change in machine load
+    touches all alike, and one library's worker threads (which spin for a
+    while after a call) slow each of the others in some turns only. At least `repeats` calls each, more for fast calls
     (about `min_total_s` of calls per function).
 
     Returns:
@@ -64,8 +65,12 @@ def interleaved_ms(fns: dict, repeats: int, blocks: int = 10,
     calls = int(min(2000, max(repeats, min_total_s / max(slowest, 1e-6))))
     per_block = max(3, calls // blocks)
     turns = {name: [] for name in fns}
+    order = list(fns)
+    rng = random.Random(0)
     for _ in range(blocks):
-        for name, fn in fns.items():
+        rng.shuffle(order)  # who runs after whom changes: spinning threads hit all alike
+        for name in order:
+            fn = fns[name]
             fn()  # the first call after another library's is not counted
             turns[name].append([_time(fn) for _ in range(per_block)])
     best = {name: 1e3 * min(statistics.median(t) for t in ts) for name, ts in turns.items()}
@@ -136,11 +141,11 @@ def measure_floor_inputs(cores):
             list(pool.map(lambda part: np.copyto(out[part], big[part]), slices))
 
         copy()
-        copy_s = min(_time(copy) for _ in range(5))
+        copy_s = min(_time(copy) for _ in range(20))  # the best: the machine's, not its load's
     bandwidth = 2 * big.nbytes / copy_s  # read + write
     x = -np.random.default_rng(0).random(2**20, dtype=np.float32) * 10
     y = np.empty_like(x)
-    exp_s = min(_time(lambda: np.exp(x, out=y)) for _ in range(20))
+    exp_s = min(_time(lambda: np.exp(x, out=y)) for _ in range(50))
     return bandwidth, 1e9 * exp_s / x.size
 
 
