@@ -185,7 +185,7 @@ def _check_runtime_shapes(t, s):
 
 
 def _dispatch(backend, t2, s2, T, S):
-    chosen = _choose_backend(backend, t2, s2)
+    chosen = _choose_backend(backend)
     _state.backend = chosen
     if chosen == "tf":
         return _kl_tf(t2, s2, T, S)
@@ -195,7 +195,7 @@ def _dispatch(backend, t2, s2, T, S):
 _warned_missing_kernel = False
 
 
-def _choose_backend(backend, t2, s2):
+def _choose_backend(backend):
     if backend == "cpp":
         if not kernel_available():
             raise ValueError(f"backend='cpp' but tfkd's C++ kernel is not available: "
