@@ -440,8 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="env steps collected per round (default: %(default)s)")
         sub.add_argument("--train-steps-per-round", type=_positive_int, default=500,
                          help="student updates per round (default: %(default)s)")
-        sub.add_argument("--eval-episodes", type=int, default=5,
-                         help="episodes to evaluate the student after each round")
+        sub.add_argument("--eval-episodes", type=int, default=10,
+                         help="episodes to evaluate the student after each round; the best "
+                              "round is kept (default: %(default)s)")
 
     sub = commands.add_parser("train-teacher", help="train a DQN teacher and save it")
     add_common(sub, out_help="directory to save the teacher in")
