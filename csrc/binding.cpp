@@ -24,8 +24,8 @@ void check_temperature(double value, const char* name) {
     throw py::value_error(std::string(name) + " must be finite and > 0, got " + std::to_string(value));
 }
 
-// Outputs are 64-byte aligned: an eager tf.numpy_function adopts such NumPy
-// buffers without copying them (measured; inside a tf.function it copies).
+// Outputs are 64-byte aligned: a cache line, an AVX-512 vector, and the
+// alignment TensorFlow needs to share a NumPy buffer instead of copying it.
 template <typename F>
 Contiguous<F> aligned_array(std::vector<py::ssize_t> shape) {
   size_t count = 1;
