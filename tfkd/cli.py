@@ -306,9 +306,9 @@ def distill(args: argparse.Namespace, teacher=None, started: float | None = None
     from tfkd.rl.evaluation import compare_policies
 
     start = started or time.perf_counter()
-    loss = getattr(args, "loss", "soft_target_kl")
-    if args.temperature is not None and loss not in KL_LOSSES:
-        raise SystemExit(f"tfkd: --temperature applies to {' and '.join(KL_LOSSES)}, not {loss}")
+    if args.temperature is not None and args.loss not in KL_LOSSES:
+        raise SystemExit(f"tfkd: --temperature applies to {' and '.join(KL_LOSSES)}, "
+                         f"not {args.loss}")
     env_id = args.env
     if teacher is None:
         teacher, saved_env = load_teacher(args.teacher)
@@ -322,7 +322,7 @@ def distill(args: argparse.Namespace, teacher=None, started: float | None = None
                   train_steps_per_round=args.train_steps_per_round,
                   eval_episodes=args.eval_episodes, seed=args.seed, progress=not args.quiet,
                   num_envs=min(8, steps_per_round), temperature=args.temperature,
-                  distillation_loss=loss,
+                  distillation_loss=args.loss,
                   target_return=args.target_return)
     if args.mode == "student":
         history = distill_student_driven(teacher, student, StudentDrivenConfig(**common))
@@ -409,8 +409,8 @@ def demo(args: argparse.Namespace) -> dict:
         env=args.env, teacher=None, mode="student", student_hidden=(32,),
         steps=args.steps, steps_per_round=args.steps_per_round,
         train_steps_per_round=args.train_steps_per_round, eval_episodes=args.eval_episodes,
-        temperature=1.0, episodes=args.episodes, seed=args.seed, quiet=args.quiet,
-        out=args.out, target_return=args.student_target_return)
+        loss="soft_target_kl", temperature=1.0, episodes=args.episodes, seed=args.seed,
+        quiet=args.quiet, out=args.out, target_return=args.student_target_return)
     print("\nteacher trained; distilling (student-driven) ...")
     return distill(distill_args, teacher=teacher, started=start)
 
