@@ -12,10 +12,13 @@ with the bandwidth (NumPy copies on all cores at once) and the SIMD exp time
 included, runs as a ``tf.function`` step (loss and gradient); "+ XLA" rows
 compile that whole step with ``jit_compile=True``, where tfkd's "auto" uses
 TensorFlow ops, so "tfkd auto + XLA" compares with "TF + XLA" and "tfkd
-auto" with the TF rows without XLA. Calls are made in ten interleaved turns; the table
-gives each alternative's median in its least disturbed turn (the JSON also
-has the median over all calls); ratios are against the fastest TensorFlow
-path, so they survive a noisy, shared machine.
+auto" with the TF rows without XLA.
+
+Calls are made in 15 interleaved turns. The table gives each alternative's
+median in its least disturbed turn (the JSON also has the median over all
+turns). Each ratio is taken turn by turn, between calls made within the same
+second or so, and the median over the turns is shown: on a noisy, shared
+machine the ratios hold far better than the times.
 
 Usage:
     python benchmarks/kernel.py [--repeats 30] [--out results/kernel.json]
@@ -43,20 +46,20 @@ SIZES = [(256, 4), (4096, 18), (65536, 18), (16384, 256)]
 TEMPERATURE = 2.0
 
 
-def interleaved_ms(fns: dict, repeats: int, blocks: int = 10,
-                   min_total_s: float = 0.5) -> tuple[dict, dict]:
-    """Milliseconds per call of each function: (best turn, all calls).
+def interleaved_ms(fns: dict, repeats: int, blocks: int = 15,
+                   min_total_s: float = 0.5) -> dict:
+    """Milliseconds per call of each function, turn by turn.
 
     The calls run in `blocks` turns, each function a run of consecutive calls
     per turn, in a new random order each turn, so a change in machine load
     touches all alike, and one library's worker threads (which spin for a
-    while after a call) slow each of the others in some turns only. At least `repeats` calls each, more for fast calls
-    (about `min_total_s` of calls per function).
+    while after a call) slow each of the others in some turns only. At least
+    `repeats` calls each, more for fast calls (about `min_total_s` of calls
+    per function).
 
     Returns:
-        For each function, the median of its least disturbed turn (the
-        turn with the lowest median: on a shared machine, slow turns are
-        other jobs, not the code), and the median over all its calls.
+        For each function, the median of its calls in each turn (a list, one
+        per turn, in turn order).
     """
     for fn in fns.values():  # warm up / trace
         fn()
@@ -72,11 +75,19 @@ def interleaved_ms(fns: dict, repeats: int, blocks: int = 10,
         for name in order:
             fn = fns[name]
             fn()  # the first call after another library's is not counted
-            turns[name].append([_time(fn) for _ in range(per_block)])
-    best = {name: 1e3 * min(statistics.median(t) for t in ts) for name, ts in turns.items()}
-    overall = {name: 1e3 * statistics.median([x for t in ts for x in t])
-               for name, ts in turns.items()}
-    return best, overall
+            turns[name].append(1e3 * statistics.median(_time(fn) for _ in range(per_block)))
+    return turns
+
+
+def paired_ratio(turns: dict, slower: list, faster: str) -> float:
+    """How many times faster `faster` is than the fastest of `slower`.
+
+    Compared turn by turn (the same minute of the same machine) and the
+    median taken over the turns: a noisy, shared machine moves both sides of
+    each ratio together, so it disturbs the ratio far less than the times.
+    """
+    return statistics.median(min(turns[name][k] for name in slower) / turns[faster][k]
+                             for k in range(len(turns[faster])))
 
 
 def tf_loss_and_grad(kl_fn, jit_compile=False):
@@ -193,22 +204,23 @@ def main() -> None:
         calls["tfkd raw (NumPy)"] = lambda: tfkd.ops.softmax_kl_numpy(t_np, s_np, TEMPERATURE)
         if torch_run is not None:
             calls["PyTorch"] = torch_run(t_np, s_np)
-        best, overall = interleaved_ms(calls, args.repeats)
-        result.update(best)
-        result["median over all calls"] = overall
+        turns = interleaved_ms(calls, args.repeats)
+        result.update({name: min(ms) for name, ms in turns.items()})
+        result["median over all turns"] = {name: statistics.median(ms)
+                                           for name, ms in turns.items()}
         bytes_moved = 3 * n * a * 4  # read t and s, write the gradient
         result["floor"] = 1e3 * max(bytes_moved / bandwidth, 2 * n * a * exp_ns * 1e-9 / cores)
-        best_tf = min(result[k] for k in tf_paths)
-        result["cpp op speed-up vs best TF"] = best_tf / result["tfkd cpp (TF op)"]
-        result["auto vs TF composite"] = result["TF composite"] / result["tfkd auto"]
-        result["auto + XLA vs TF + XLA"] = result["TF + XLA"] / result["tfkd auto + XLA"]
+        result["cpp op speed-up vs best TF"] = paired_ratio(turns, list(tf_paths),
+                                                            "tfkd cpp (TF op)")
+        result["auto vs TF composite"] = paired_ratio(turns, ["TF composite"], "tfkd auto")
+        result["auto + XLA vs TF + XLA"] = paired_ratio(turns, ["TF + XLA"], "tfkd auto + XLA")
         result["raw / floor"] = result["tfkd raw (NumPy)"] / result["floor"]
         rows.append(result)
         print(f"  {n} x {a} done", flush=True)
 
-    columns = [k for k in rows[0] if k not in ("batch", "actions", "median over all calls")]
+    columns = [k for k in rows[0] if k not in ("batch", "actions", "median over all turns")]
     header = f"| batch x actions | " + " | ".join(columns) + " |"
-    print("\nmilliseconds (median) and ratios\n")
+    print("\nmilliseconds (median of the least disturbed turn) and ratios (median over turns)\n")
     print(header)
     print("|" + "---|" * (len(columns) + 1))
     for r in rows:

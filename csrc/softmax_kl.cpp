@@ -1,6 +1,7 @@
 #include "softmax_kl.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -403,12 +404,15 @@ template <> Kernels<double> kernels<double>() {
   return {rows_f64_baseline, scale_f64_baseline};
 }
 
-// Splits [0, n) into contiguous chunks of whole tiles, one per thread; the
-// caller's thread takes the first. Below ~32k elements per thread, threads
-// cost more than they save.
+// Runs fn over [0, n) on up to max_threads threads (0: one per core), the
+// caller's included, in blocks of whole tiles that each thread takes in turn
+// from a shared counter: on a shared machine a thread that loses its core for
+// a while leaves its blocks to the others instead of holding everyone up.
+// Below ~32k elements per thread, threads cost more than they save.
 template <typename Fn>
 void parallel_rows(int64_t n, int64_t a, int max_threads, Fn fn) {
   constexpr int64_t kMinElementsPerThread = 32768;
+  constexpr int64_t kBlockElements = 16384;  // ~20 us of work: small enough to balance
   int hw = max_threads > 0 ? max_threads : static_cast<int>(std::thread::hardware_concurrency());
   int64_t by_size = (n * a) / kMinElementsPerThread;
   int64_t threads = std::max<int64_t>(1, std::min<int64_t>({static_cast<int64_t>(std::max(hw, 1)), by_size, n}));
@@ -416,15 +420,16 @@ void parallel_rows(int64_t n, int64_t a, int max_threads, Fn fn) {
     fn(int64_t{0}, n);
     return;
   }
+  const int64_t tiles_per_block = std::max<int64_t>(1, kBlockElements / (kTileRows * a));
+  const int64_t block_rows = tiles_per_block * kTileRows;
+  std::atomic<int64_t> next{0};
+  auto worker = [&] {
+    for (int64_t b; (b = next.fetch_add(block_rows)) < n;) fn(b, std::min(n, b + block_rows));
+  };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(threads - 1));
-  const int64_t tiles = (n + kTileRows - 1) / kTileRows;
-  const int64_t chunk = (tiles + threads - 1) / threads * kTileRows;
-  for (int64_t k = 1; k < threads; ++k) {
-    const int64_t b = std::min(n, k * chunk), e = std::min(n, b + chunk);
-    if (b < e) pool.emplace_back(fn, b, e);
-  }
-  fn(int64_t{0}, std::min(n, chunk));
+  for (int64_t k = 1; k < threads; ++k) pool.emplace_back(worker);
+  worker();
   for (auto& th : pool) th.join();
 }
 
