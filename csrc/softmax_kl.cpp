@@ -135,7 +135,7 @@ TFKD_INLINE void fill_nan(F* kl, F* g, int64_t a) {
 // One long row: SIMD runs along the actions. `et` is scratch of `a` elements.
 template <typename F>
 TFKD_INLINE void row_kl(const F* __restrict t, const F* __restrict s, int64_t a, F inv_t,
-                        F inv_s, F* __restrict kl, F* __restrict g, F* __restrict et) {
+                        F inv_s, F w, F* __restrict kl, F* __restrict g, F* __restrict et) {
   F mt = -std::numeric_limits<F>::infinity(), ms = mt;
   int nans = 0;
 #pragma omp simd reduction(max : mt, ms) reduction(+ : nans)
@@ -158,8 +158,9 @@ TFKD_INLINE void row_kl(const F* __restrict t, const F* __restrict s, int64_t a,
   }
   const F rt = F(1) / zt, rs = F(1) / zs;
   *kl = acc * rt + std::log(zs * rt);
+  const F gt = rt * w * inv_s, gs = rs * w * inv_s;
 #pragma omp simd
-  for (int64_t j = 0; j < a; ++j) g[j] = (g[j] * rs - et[j] * rt) * inv_s;
+  for (int64_t j = 0; j < a; ++j) g[j] = g[j] * gs - et[j] * gt;
 }
 
 // A vector of L lanes of F (GCC / Clang vector extension); L = the SIMD
@@ -228,7 +229,8 @@ TFKD_INLINE void store_transposed(const F* __restrict x, int64_t a, F* __restric
 // `buf` is scratch of 2 * a * L elements.
 template <typename F, int L>
 TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a, F inv_t,
-                         F inv_s, F* __restrict kl, F* __restrict g, F* __restrict buf) {
+                         F inv_s, const F* __restrict w, F* __restrict kl, F* __restrict g,
+                         F* __restrict buf) {
   F* et = buf;  // [a][L]: t, then exp(x)
   F* es = buf + a * L;  // s, then exp(y), then the gradient
   load_transposed<F, L>(t, a, et);
@@ -267,10 +269,12 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
     rt[l] = F(1) / zt[l];
     rs[l] = F(1) / zs[l];
     kl[l] = acc[l] * rt[l] + vlog(zs[l] * rt[l]);
+    rt[l] *= w[l] * inv_s;
+    rs[l] *= w[l] * inv_s;
   }
   for (int64_t j = 0; j < a; ++j) {
 #pragma omp simd
-    for (int l = 0; l < L; ++l) es[j * L + l] = (es[j * L + l] * rs[l] - et[j * L + l] * rt[l]) * inv_s;
+    for (int l = 0; l < L; ++l) es[j * L + l] = es[j * L + l] * rs[l] - et[j * L + l] * rt[l];
   }
   store_transposed<F, L>(es, a, g);
   for (int l = 0; l < L; ++l)
@@ -290,22 +294,27 @@ TFKD_INLINE void prefetch_rows(const F* t, const F* s, int64_t i, int64_t count)
 
 // Rows [begin, end) with tiles of L rows; the last partial tile goes through
 // a zero-padded copy, so no read or write leaves the caller's buffers.
+// grad_scale (n values, or null for all ones) multiplies each gradient row.
 template <typename F, int L>
-TFKD_INLINE void rows_kl(const F* t, const F* s, int64_t begin, int64_t end, int64_t a,
-                         F inv_t, F inv_s, F* kl, F* grad) {
+TFKD_INLINE void rows_kl(const F* t, const F* s, const F* grad_scale, int64_t begin,
+                         int64_t end, int64_t a, F inv_t, F inv_s, F* kl, F* grad) {
   if (a > kMaxTileActions) {
     std::vector<F> et(static_cast<size_t>(a));
     for (int64_t r = begin; r < end; ++r) {
       if (r + 2 < end) prefetch_rows(t, s, (r + 2) * a, a);
-      row_kl(t + r * a, s + r * a, a, inv_t, inv_s, kl + r, grad + r * a, et.data());
+      row_kl(t + r * a, s + r * a, a, inv_t, inv_s, grad_scale ? grad_scale[r] : F(1), kl + r,
+             grad + r * a, et.data());
     }
     return;
   }
   alignas(64) F buf[2 * kMaxTileActions * L];
+  F w[L];
+  std::fill(w, w + L, F(1));
   int64_t r = begin;
   for (; r + L <= end; r += L) {
     if (r + 3 * L <= end) prefetch_rows(t, s, (r + 2 * L) * a, L * a);
-    tile_kl<F, L>(t + r * a, s + r * a, a, inv_t, inv_s, kl + r, grad + r * a, buf);
+    tile_kl<F, L>(t + r * a, s + r * a, a, inv_t, inv_s, grad_scale ? grad_scale + r : w,
+                  kl + r, grad + r * a, buf);
   }
   if (r < end) {
     const int64_t rows = end - r;
@@ -316,7 +325,8 @@ TFKD_INLINE void rows_kl(const F* t, const F* s, int64_t begin, int64_t end, int
     F kl_pad[L];
     std::copy(t + r * a, t + end * a, t_pad);
     std::copy(s + r * a, s + end * a, s_pad);
-    tile_kl<F, L>(t_pad, s_pad, a, inv_t, inv_s, kl_pad, g_pad, buf);
+    if (grad_scale) std::copy(grad_scale + r, grad_scale + end, w);
+    tile_kl<F, L>(t_pad, s_pad, a, inv_t, inv_s, w, kl_pad, g_pad, buf);
     std::copy(kl_pad, kl_pad + rows, kl + r);
     std::copy(g_pad, g_pad + rows * a, grad + r * a);
   }
@@ -337,18 +347,20 @@ TFKD_INLINE void scale_rows_kernel(const F* x, const F* __restrict w, int64_t be
 // copy is chosen once, at load time, from the CPU (see simd_level()).
 template <typename F>
 struct Kernels {
-  void (*rows)(const F*, const F*, int64_t, int64_t, int64_t, F, F, F*, F*);
+  void (*rows)(const F*, const F*, const F*, int64_t, int64_t, int64_t, F, F, F*, F*);
   void (*scale)(const F*, const F*, int64_t, int64_t, int64_t, F*);
 };
 
 #define TFKD_KERNELS(suffix, attributes, bytes)                                                \
-  attributes void rows_f32_##suffix(const float* t, const float* s, int64_t b, int64_t e,     \
-                                    int64_t a, float it, float is, float* kl, float* g) {     \
-    rows_kl<float, bytes / 4>(t, s, b, e, a, it, is, kl, g);                                  \
+  attributes void rows_f32_##suffix(const float* t, const float* s, const float* w,          \
+                                    int64_t b, int64_t e, int64_t a, float it, float is,      \
+                                    float* kl, float* g) {                                    \
+    rows_kl<float, bytes / 4>(t, s, w, b, e, a, it, is, kl, g);                               \
   }                                                                                          \
-  attributes void rows_f64_##suffix(const double* t, const double* s, int64_t b, int64_t e,   \
-                                    int64_t a, double it, double is, double* kl, double* g) { \
-    rows_kl<double, bytes / 8>(t, s, b, e, a, it, is, kl, g);                                 \
+  attributes void rows_f64_##suffix(const double* t, const double* s, const double* w,       \
+                                    int64_t b, int64_t e, int64_t a, double it, double is,    \
+                                    double* kl, double* g) {                                  \
+    rows_kl<double, bytes / 8>(t, s, w, b, e, a, it, is, kl, g);                              \
   }                                                                                          \
   attributes void scale_f32_##suffix(const float* x, const float* w, int64_t b, int64_t e,    \
                                      int64_t a, float* out) {                                 \
@@ -450,15 +462,17 @@ void softmax_kl(const double* t, const double* s, int64_t n, int64_t a, double t
 }
 
 void softmax_kl_rows(const float* t, const float* s, int64_t begin, int64_t end, int64_t a,
-                     float temperature, float student_temperature, float* kl, float* grad) {
-  kernels<float>().rows(t, s, begin, end, a, 1.0f / temperature, 1.0f / student_temperature,
-                        kl, grad);
+                     float temperature, float student_temperature, float* kl, float* grad,
+                     const float* grad_scale) {
+  kernels<float>().rows(t, s, grad_scale, begin, end, a, 1.0f / temperature,
+                        1.0f / student_temperature, kl, grad);
 }
 
 void softmax_kl_rows(const double* t, const double* s, int64_t begin, int64_t end, int64_t a,
-                     double temperature, double student_temperature, double* kl, double* grad) {
-  kernels<double>().rows(t, s, begin, end, a, 1.0 / temperature, 1.0 / student_temperature,
-                         kl, grad);
+                     double temperature, double student_temperature, double* kl, double* grad,
+                     const double* grad_scale) {
+  kernels<double>().rows(t, s, grad_scale, begin, end, a, 1.0 / temperature,
+                         1.0 / student_temperature, kl, grad);
 }
 
 void scale_rows_range(const float* x, const float* w, int64_t begin, int64_t end, int64_t a,

@@ -29,12 +29,17 @@ void softmax_kl(const double* t, const double* s, int64_t n, int64_t a,
 // Rows [begin, end) only, on the calling thread: for callers that bring
 // their own thread pool (the TensorFlow op). Same buffer contract as above;
 // splitting at multiples of kTileRows rows keeps every tile whole (a tile
-// is at most kTileRows rows: the SIMD width in floats).
+// is at most kTileRows rows: the SIMD width in floats). A non-null
+// grad_scale (n values) multiplies each row's gradient in the same pass,
+// grad[i] = grad_scale[i] (q - p) / S: a loss's known row weights (a batch
+// mean's 1/n) then need no second pass over the gradient.
 constexpr int64_t kTileRows = 16;
 void softmax_kl_rows(const float* t, const float* s, int64_t begin, int64_t end, int64_t a,
-                     float temperature, float student_temperature, float* kl, float* grad);
+                     float temperature, float student_temperature, float* kl, float* grad,
+                     const float* grad_scale = nullptr);
 void softmax_kl_rows(const double* t, const double* s, int64_t begin, int64_t end, int64_t a,
-                     double temperature, double student_temperature, double* kl, double* grad);
+                     double temperature, double student_temperature, double* kl, double* grad,
+                     const double* grad_scale = nullptr);
 
 // out[i, :] = x[i, :] * w[i]: the backward pass's chain rule for a per-row
 // upstream gradient w, at memory speed. x and out hold n * a elements, w n.

@@ -1,8 +1,11 @@
 // TensorFlow ops around the softmax-KL kernel, loaded with tf.load_op_library:
 //
 //   TfkdSoftmaxKl(teacher_logits [n, a], student_logits [n, a], temperature,
-//                 student_temperature) -> (kl [n], grad [n, a])
-//   TfkdScaleRows(x [n, a], w [n]) -> x * w[:, None]   (the backward's chain rule)
+//                 student_temperature, grad_scale [n] or []) -> (kl [n], grad [n, a])
+//       grad[i] = grad_scale[i] (q - p) / S: a loss's known row weights come
+//       for free in the forward pass (a scalar scales every row)
+//   TfkdScaleRows(x [n, a], w [n] or []) -> x * w[:, None]  (the backward's
+//       chain rule; w = 1 returns x itself, no pass over it)
 //
 // They check their inputs, let TensorFlow allocate the outputs (no copies, no
 // Python) and split the rows over TensorFlow's intra-op thread pool. The
@@ -11,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -51,6 +55,28 @@ absl::Status positive_scalar(const tf::Tensor& value, const char* name, F* out) 
   return absl::OkStatus();
 }
 
+// w as n row weights: its own data, or for a scalar w a filled copy in
+// *storage (null for w = 1: the kernels' "no scaling").
+template <typename F>
+absl::Status row_weights(const tf::Tensor& w, int64_t n, const char* name,
+                         std::vector<F>* storage, const F** out) {
+  if (tf::TensorShapeUtils::IsScalar(w.shape())) {
+    const F value = w.scalar<F>()();
+    if (value == F(1)) {
+      *out = nullptr;
+    } else {
+      storage->assign(static_cast<size_t>(n), value);
+      *out = storage->data();
+    }
+    return absl::OkStatus();
+  }
+  if (w.dims() != 1 || w.dim_size(0) != n)
+    return tf::errors::InvalidArgument(name, " must be a scalar or have shape [", n, "], got ",
+                                       w.shape().DebugString());
+  *out = w.flat<F>().data();
+  return absl::OkStatus();
+}
+
 template <typename F>
 class SoftmaxKlOp : public tf::OpKernel {
  public:
@@ -73,6 +99,9 @@ class SoftmaxKlOp : public tf::OpKernel {
     F temperature, student_temperature;
     OP_REQUIRES_OK(ctx, positive_scalar(ctx->input(2), "temperature", &temperature));
     OP_REQUIRES_OK(ctx, positive_scalar(ctx->input(3), "student_temperature", &student_temperature));
+    std::vector<F> scale_storage;
+    const F* scale = nullptr;
+    OP_REQUIRES_OK(ctx, row_weights(ctx->input(4), n, "grad_scale", &scale_storage, &scale));
 
     tf::Tensor* kl = nullptr;
     tf::Tensor* grad = nullptr;
@@ -83,7 +112,7 @@ class SoftmaxKlOp : public tf::OpKernel {
     F* klp = kl->flat<F>().data();
     F* gp = grad->flat<F>().data();
     for_row_tiles(ctx, n, tile_cost(a, 40), [&](int64_t begin, int64_t end) {
-      softmax_kl_rows(tp, sp, begin, end, a, temperature, student_temperature, klp, gp);
+      softmax_kl_rows(tp, sp, begin, end, a, temperature, student_temperature, klp, gp, scale);
     });
   }
 };
@@ -96,16 +125,21 @@ class ScaleRowsOp : public tf::OpKernel {
   void Compute(tf::OpKernelContext* ctx) override {
     const tf::Tensor& x = ctx->input(0);
     const tf::Tensor& w = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 2 && w.dims() == 1 && w.dim_size(0) == x.dim_size(0),
-                tf::errors::InvalidArgument("scale_rows expects x [n, a] and w [n], got ",
-                                            x.shape().DebugString(), " and ",
-                                            w.shape().DebugString()));
+    OP_REQUIRES(ctx, x.dims() == 2,
+                tf::errors::InvalidArgument("scale_rows expects x [n, a], got ",
+                                            x.shape().DebugString()));
     const int64_t n = x.dim_size(0), a = x.dim_size(1);
+    std::vector<F> w_storage;
+    const F* wp = nullptr;
+    OP_REQUIRES_OK(ctx, row_weights(w, n, "w", &w_storage, &wp));
+    if (wp == nullptr) {  // w = 1
+      ctx->set_output(0, x);
+      return;
+    }
     tf::Tensor* out = nullptr;
     // In place when nothing else holds x (the forward's gradient usually).
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &out));
     const F* xp = x.flat<F>().data();
-    const F* wp = w.flat<F>().data();
     F* op = out->flat<F>().data();
     for_row_tiles(ctx, n, tile_cost(a, 2), [&](int64_t begin, int64_t end) {
       scale_rows_range(xp, wp, begin, end, a, op);
@@ -120,6 +154,7 @@ absl::Status softmax_kl_shape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(c->Merge(t, s, &logits));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &scalar));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 0, &scalar));
+  TF_RETURN_IF_ERROR(c->WithRankAtMost(c->input(4), 1, &scalar));
   c->set_output(0, c->Vector(c->Dim(logits, 0)));
   c->set_output(1, logits);
   return absl::OkStatus();
@@ -128,7 +163,7 @@ absl::Status softmax_kl_shape(InferenceContext* c) {
 absl::Status scale_rows_shape(InferenceContext* c) {
   ShapeHandle x, w;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &w));
+  TF_RETURN_IF_ERROR(c->WithRankAtMost(c->input(1), 1, &w));
   c->set_output(0, x);
   return absl::OkStatus();
 }
@@ -140,11 +175,12 @@ REGISTER_OP("TfkdSoftmaxKl")
     .Input("student_logits: T")
     .Input("temperature: T")
     .Input("student_temperature: T")
+    .Input("grad_scale: T")
     .Output("kl: T")
     .Output("grad: T")
     .Attr("T: {float, double}")
     .SetShapeFn(softmax_kl_shape)
-    .Doc("Per-row KL(softmax(t/T) || softmax(s/S)) and its gradient (q - p)/S, fused.");
+    .Doc("Per-row KL(softmax(t/T) || softmax(s/S)) and its gradient grad_scale (q - p)/S, fused.");
 
 REGISTER_OP("TfkdScaleRows")
     .Input("x: T")
@@ -152,7 +188,7 @@ REGISTER_OP("TfkdScaleRows")
     .Output("y: T")
     .Attr("T: {float, double}")
     .SetShapeFn(scale_rows_shape)
-    .Doc("x * w[:, None]: the chain rule of TfkdSoftmaxKl's gradient.");
+    .Doc("x * w[:, None] (w = 1: x itself): the chain rule of TfkdSoftmaxKl's gradient.");
 
 #define TFKD_REGISTER(F)                                                                     \
   REGISTER_KERNEL_BUILDER(                                                                   \

@@ -6,6 +6,7 @@ from tfkd.ops.softmax_kl import (
     kernel_info,
     last_backend,
     softmax_kl,
+    softmax_kl_mean,
     softmax_kl_numpy,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "kernel_info",
     "last_backend",
     "softmax_kl",
+    "softmax_kl_mean",
     "softmax_kl_numpy",
 ]

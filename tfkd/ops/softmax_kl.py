@@ -143,6 +143,65 @@ def softmax_kl(teacher_logits, student_logits, temperature=1.0, student_temperat
         tf.errors.InvalidArgumentError: the same problems found only at run
             time inside a graph (dynamic shapes, tensor temperatures).
     """
+    t, s, T, S, out_dtype = _prepare(teacher_logits, student_logits, temperature,
+                                     student_temperature, backend)
+    if s.shape.rank == 2:
+        return tf.cast(_dispatch(backend, t, s, T, S), out_dtype)
+    actions = tf.shape(s)[-1]
+    kl = _dispatch(backend, tf.reshape(t, [-1, actions]), tf.reshape(s, [-1, actions]), T, S)
+    return tf.cast(tf.reshape(kl, tf.shape(s)[:-1]), out_dtype)
+
+
+def softmax_kl_mean(teacher_logits, student_logits, temperature=1.0, student_temperature=None,
+                    sample_weight=None, scale=1.0, backend="auto"):
+    """``scale * sum_i w_i kl_i / n``: the weighted batch mean of ``softmax_kl``.
+
+    n counts every example (all axes but the last), as Keras'
+    "sum_over_batch_size" reduction does; w = 1 without ``sample_weight``.
+    The same value as ``scale * reduce_mean(w * softmax_kl(...))``, but the
+    "cpp" backend multiplies each gradient row by its known factor
+    ``scale * w_i / n`` inside the kernel's one pass, so the backward needs no
+    pass over the gradient at all when the loss is differentiated directly
+    (an upstream gradient of 1; any other upstream still costs one in-place
+    scaling). Hinton's loss is ``softmax_kl_mean(t, s, T, scale=T**2)``.
+
+    Args:
+        teacher_logits, student_logits, temperature, student_temperature,
+            backend: as for ``softmax_kl``.
+        sample_weight: optional weights of shape ``[...]`` (the logits' shape
+            without its last axis); constants: no gradient flows to them.
+        scale: a Python number folded into the loss (e.g. T^2).
+
+    Returns:
+        A scalar tf.Tensor in the student's dtype; 0 for an empty batch.
+
+    Raises:
+        ValueError / tf.errors.InvalidArgumentError: as ``softmax_kl``, and a
+            ``sample_weight`` whose shape is not the logits' without the last
+            axis, or a ``scale`` that is not a finite number.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not np.isfinite(scale):
+        raise ValueError(f"scale must be a finite real number, got {scale!r}")
+    t, s, T, S, out_dtype = _prepare(teacher_logits, student_logits, temperature,
+                                     student_temperature, backend)
+    actions = tf.shape(s)[-1]
+    t2, s2 = tf.reshape(t, [-1, actions]), tf.reshape(s, [-1, actions])
+    n = tf.shape(s2)[0]
+    factor = tf.cast(scale, s2.dtype) / tf.cast(tf.maximum(n, 1), s2.dtype)
+    weights = tf.fill([n], factor)
+    if sample_weight is not None:
+        weights = weights * _flat_sample_weight(sample_weight, s, s2.dtype)
+    chosen = _choose_backend(backend)
+    _state.backend = chosen
+    if chosen == "tf":
+        loss = tf.reduce_sum(weights * _kl_tf(t2, s2, T, S))
+    else:
+        loss = _weighted_kl_sum_cpp(t2, s2, T, S, weights)
+    return tf.cast(loss, out_dtype)
+
+
+def _prepare(teacher_logits, student_logits, temperature, student_temperature, backend):
+    """Checked (t, s, T, S, output dtype), in the compute dtype."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     t = tf.convert_to_tensor(teacher_logits)
@@ -159,14 +218,23 @@ def softmax_kl(teacher_logits, student_logits, temperature=1.0, student_temperat
     if t.shape.rank is not None and s.shape.rank is not None:
         _check_static_shapes(tuple(t.shape), tuple(s.shape))
     T, S = _temperature_tensors(temperature, student_temperature, compute_dtype)
-
     if not (t.shape.is_fully_defined() and s.shape.is_fully_defined()):
         t, s = _check_runtime_shapes(t, s)  # static shapes were checked above
-    if s.shape.rank == 2:
-        return tf.cast(_dispatch(backend, t, s, T, S), out_dtype)
-    actions = tf.shape(s)[-1]
-    kl = _dispatch(backend, tf.reshape(t, [-1, actions]), tf.reshape(s, [-1, actions]), T, S)
-    return tf.cast(tf.reshape(kl, tf.shape(s)[:-1]), out_dtype)
+    return t, s, T, S, out_dtype
+
+
+def _flat_sample_weight(sample_weight, s, dtype):
+    """sample_weight as one weight per row of s reshaped to [-1, actions]."""
+    w = tf.cast(tf.convert_to_tensor(sample_weight), dtype)
+    expected = s.shape[:-1]
+    if w.shape.rank is not None and expected.rank is not None and (
+            w.shape.rank != expected.rank or not w.shape.is_compatible_with(expected)):
+        raise ValueError(f"sample_weight must have the logits' shape without the last axis, "
+                         f"{expected}, got {w.shape}")
+    check = tf.debugging.assert_equal(tf.shape(w), tf.shape(s)[:-1], message=(
+        "sample_weight must have the logits' shape without the last axis"))
+    with tf.control_dependencies([check]):
+        return tf.reshape(w, [-1])
 
 
 def _check_runtime_shapes(t, s):
@@ -263,7 +331,7 @@ def _kl_cpp(t, s, T, S):
     @tf.custom_gradient
     def kl_of_student(s):
         with tf.device("/CPU:0"):  # the op has CPU kernels only
-            kl, grad = _OPS.tfkd_softmax_kl(t, s, T, S)
+            kl, grad = _OPS.tfkd_softmax_kl(t, s, T, S, tf.ones([], s.dtype))
 
         def backward(upstream):
             with tf.device("/CPU:0"):
@@ -272,6 +340,24 @@ def _kl_cpp(t, s, T, S):
         return kl, backward
 
     return kl_of_student(s)
+
+
+def _weighted_kl_sum_cpp(t, s, T, S, weights):
+    """sum_i weights_i kl_i, the kernel scaling gradient row i by weights_i as it goes."""
+
+    @tf.custom_gradient
+    def loss_of_student(s):
+        with tf.device("/CPU:0"):
+            kl, grad = _OPS.tfkd_softmax_kl(t, s, T, S, weights)
+            loss = tf.reduce_sum(weights * kl)
+
+        def backward(upstream):  # a scalar; TfkdScaleRows returns grad itself for 1
+            with tf.device("/CPU:0"):
+                return _OPS.tfkd_scale_rows(grad, tf.cast(upstream, grad.dtype))
+
+        return loss, backward
+
+    return loss_of_student(s)
 
 
 def _check_np_dtype(x: np.ndarray, name: str):
