@@ -190,7 +190,7 @@ def softmax_kl_mean(teacher_logits, student_logits, temperature=1.0, student_tem
     factor = tf.cast(scale, s2.dtype) / tf.cast(tf.maximum(n, 1), s2.dtype)
     weights = tf.fill([n], factor)
     if sample_weight is not None:
-        weights = weights * _flat_sample_weight(sample_weight, s, s2.dtype)
+        weights = weights * tf.stop_gradient(_flat_sample_weight(sample_weight, s, s2.dtype))
     chosen = _choose_backend(backend)
     _state.backend = chosen
     if chosen == "tf":
