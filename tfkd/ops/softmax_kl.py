@@ -191,13 +191,7 @@ def softmax_kl_mean(teacher_logits, student_logits, temperature=1.0, student_tem
     weights = tf.fill([n], factor)
     if sample_weight is not None:
         weights = weights * tf.stop_gradient(_flat_sample_weight(sample_weight, s, s2.dtype))
-    chosen = _choose_backend(backend)
-    _state.backend = chosen
-    if chosen == "tf":
-        loss = tf.reduce_sum(weights * _kl_tf(t2, s2, T, S))
-    else:
-        loss = _weighted_kl_sum_cpp(t2, s2, T, S, weights)
-    return tf.cast(loss, out_dtype)
+    return tf.cast(_dispatch(backend, t2, s2, T, S, weights), out_dtype)
 
 
 def _prepare(teacher_logits, student_logits, temperature, student_temperature, backend):
@@ -252,12 +246,14 @@ def _check_runtime_shapes(t, s):
         return tf.identity(t), tf.identity(s)
 
 
-def _dispatch(backend, t2, s2, T, S):
+def _dispatch(backend, t2, s2, T, S, weights=None):
+    """Per-row kl of 2-D logits, or sum_i weights_i kl_i when weights are given."""
     chosen = _choose_backend(backend)
     _state.backend = chosen
-    if chosen == "tf":
-        return _kl_tf(t2, s2, T, S)
-    return _kl_cpp(t2, s2, T, S)
+    if chosen == "cpp":
+        return _kl_cpp(t2, s2, T, S, weights)
+    kl = _kl_tf(t2, s2, T, S)
+    return kl if weights is None else tf.reduce_sum(weights * kl)
 
 
 _warned_missing_kernel = False
@@ -325,33 +321,22 @@ def _minus_row_max(x):
     return x - tf.stop_gradient(tf.reduce_max(x, axis=-1, keepdims=True))
 
 
-def _kl_cpp(t, s, T, S):
-    """The C++ kernel: loss and gradient in one pass; the gradient is reused."""
+def _kl_cpp(t, s, T, S, weights=None):
+    """The C++ kernel: loss and gradient in one pass; the gradient is reused.
 
-    @tf.custom_gradient
-    def kl_of_student(s):
-        with tf.device("/CPU:0"):  # the op has CPU kernels only
-            kl, grad = _OPS.tfkd_softmax_kl(t, s, T, S, tf.ones([], s.dtype))
-
-        def backward(upstream):
-            with tf.device("/CPU:0"):
-                return _OPS.tfkd_scale_rows(grad, tf.cast(upstream, grad.dtype))
-
-        return kl, backward
-
-    return kl_of_student(s)
-
-
-def _weighted_kl_sum_cpp(t, s, T, S, weights):
-    """sum_i weights_i kl_i, the kernel scaling gradient row i by weights_i as it goes."""
+    With row weights, returns sum_i weights_i kl_i, the kernel scaling gradient
+    row i by weights_i as it writes it, so an upstream gradient of 1 costs
+    nothing more.
+    """
 
     @tf.custom_gradient
     def loss_of_student(s):
-        with tf.device("/CPU:0"):
-            kl, grad = _OPS.tfkd_softmax_kl(t, s, T, S, weights)
-            loss = tf.reduce_sum(weights * kl)
+        with tf.device("/CPU:0"):  # the op has CPU kernels only
+            grad_scale = tf.ones([], s.dtype) if weights is None else weights
+            kl, grad = _OPS.tfkd_softmax_kl(t, s, T, S, grad_scale)
+            loss = kl if weights is None else tf.reduce_sum(weights * kl)
 
-        def backward(upstream):  # a scalar; TfkdScaleRows returns grad itself for 1
+        def backward(upstream):  # per row, or a scalar: TfkdScaleRows returns grad for 1
             with tf.device("/CPU:0"):
                 return _OPS.tfkd_scale_rows(grad, tf.cast(upstream, grad.dtype))
 
