@@ -36,6 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# libgomp (PyTorch's OpenMP) lets idle workers spin for GOMP_SPINCOUNT (300k pause
+# loops, ~10 ms on recent Intel cores) after every parallel region: on a small
+# machine they would take the cores from whatever is timed next. Idle threads
+# sleep instead, as in any process that runs one library at a time.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
