@@ -124,6 +124,44 @@ def test_train_step_is_one_gradient_step_on_the_student_only(digits, teacher):
     assert tfkd.ops.last_backend() == "cpp"
 
 
+@pytest.mark.parametrize("backend", ["cpp", "tf"])
+def test_kl_term_of_rank_3_outputs_with_sample_weights_steps_like_the_formula(backend,
+                                                                              monkeypatch):
+    """[batch, heads, actions] outputs and per-example weights through the fused KL mean."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(24, 5)).astype("float32")
+    t = rng.normal(size=(24, 3, 4)).astype("float32") * 2
+    weights = rng.uniform(size=24).astype("float32")
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(12),
+                              keras.layers.Reshape((3, 4))])
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    variables = [tf.Variable(w) for w in before]
+    with tf.GradientTape() as tape:
+        s = tf.reshape(x @ variables[0] + variables[1], [24, 3, 4])
+        kl = tf.reduce_sum(tf.nn.softmax(t / 2) * (tf.nn.log_softmax(t / 2)
+                                                   - tf.nn.log_softmax(s / 2)), -1)
+        reference = tf.reduce_mean(weights * 0.6 * 4.0 * tf.reduce_mean(kl, -1))
+    gradients = tape.gradient(reference, variables)
+
+    calls = []
+    batch_mean = losses.SoftTargetKL.batch_mean
+    monkeypatch.setattr(losses.SoftTargetKL, "batch_mean",
+                        lambda *a, **k: calls.append(1) or batch_mean(*a, **k))
+    distiller = tfkd.Distiller(model, alpha=0.4, task_loss="mse", temperature=2.0,
+                               backend=backend)
+    distiller.compile(keras.optimizers.SGD(0.5))
+    # labels equal to the student's outputs make the task term's gradient 0 at this step
+    targets = {"teacher_outputs": t, "labels": model.predict(x, verbose=0)}
+    logs = distiller.fit(x, targets, sample_weight=weights, batch_size=24, epochs=1,
+                         shuffle=False, verbose=0).history
+    assert calls, "the Distiller should use the KL loss's fused batch mean"
+    for w, w0, g in zip(model.trainable_weights, before, gradients):
+        np.testing.assert_allclose(w.numpy(), w0 - 0.5 * g.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logs["loss"][0], reference.numpy(), rtol=1e-5)
+    assert tfkd.ops.last_backend() == backend
+
+
 def test_callable_teacher_and_dict_targets(digits, teacher):
     x, _, y, _ = digits
     calls = []

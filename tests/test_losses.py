@@ -87,6 +87,31 @@ def test_gradients_match_autodiff_of_the_formula(logits, fn, backend):
     assert tape.gradient(ours, t) is None  # the teacher is a constant
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss, fn", [
+    (losses.SoftTargetKL(3.0), lambda t, s, b: losses.soft_target_kl(t, s, 3.0, backend=b)),
+    (losses.SoftTargetKL(3.0, False),
+     lambda t, s, b: losses.soft_target_kl(t, s, 3.0, False, backend=b)),
+    (losses.QValueKL(0.05), lambda t, s, b: losses.q_value_kl(t, s, 0.05, backend=b))])
+@pytest.mark.parametrize("shape", [(33, 6), (5, 4, 7)])
+def test_batch_mean_is_the_weighted_mean_of_the_loss(loss, fn, backend, shape):
+    """The Distiller's fused path: value, per-example values and gradient as the loss function's."""
+    rng = np.random.default_rng(2)
+    t, s = (tf.constant(rng.normal(size=shape) * 3) for _ in range(2))
+    weights = tf.constant(rng.uniform(size=shape[:-1]))
+    loss = losses.get(loss).__class__.from_config({**loss.get_config(), "backend": backend})
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(s)
+        mean, values = loss.batch_mean(t, s, sample_weight=weights, scale=0.7)
+        per_example = fn(t, s, backend)
+        reference = 0.7 * tf.reduce_mean(weights * per_example)
+    np.testing.assert_allclose(mean.numpy(), reference.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(values.numpy(), per_example.numpy(), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(tape.gradient(mean, s).numpy(),
+                               tape.gradient(reference, s).numpy(), rtol=1e-7, atol=1e-14)
+    assert tape.gradient(values, s) is None  # the per-example values are for reporting
+
+
 def test_feature_distance_matches_reference():
     rng = np.random.default_rng(2)
     t, s = rng.normal(size=(5, 3, 4)), rng.normal(size=(5, 3, 4))

@@ -56,6 +56,11 @@ def per_example(loss, y_true, y_pred):
     if values.shape.rank == 0:
         raise ValueError(f"the loss {getattr(loss, 'name', loss)!r} returned a scalar; tfkd "
                          f"needs one value per example (reduction happens in the Distiller)")
+    return mean_over_rows(values)
+
+
+def mean_over_rows(values):
+    """[batch, ...] values averaged to [batch] (over each example's rows)."""
     if values.shape.rank > 1:
         values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
     return values

@@ -325,11 +325,18 @@ class Distiller(keras.Model):
         t = tf.stop_gradient(tf.cast(teacher_outputs, tf.float32))
         parts.assert_same_shape(t.shape, s.shape)
 
-        distill = parts.per_example(self.distillation_loss, t, s)
-        for feature, t_feat, s_feat in zip(self.feature_distillation, teacher_features,
-                                           student_features):
-            distill = distill + feature(tf.stop_gradient(t_feat), s_feat)
-        total = (1.0 - self.alpha) * distill
+        features = [feature(tf.stop_gradient(t_feat), s_feat) for feature, t_feat, s_feat
+                    in zip(self.feature_distillation, teacher_features, student_features)]
+        if isinstance(self.distillation_loss, tfkd_losses.TemperatureKL):
+            # Its share of the loss comes from one kernel pass that also scales the gradient rows.
+            kl_loss, distill = self._kl_loss(t, s, sample_weight)
+            losses = [kl_loss]
+            per_example = [(1.0 - self.alpha) * f for f in features]
+        else:
+            distill = parts.per_example(self.distillation_loss, t, s)
+            losses = []
+            per_example = [(1.0 - self.alpha) * v for v in [distill] + features]
+        distill = tf.add_n([distill] + features)
         terms = {"distillation_loss": distill, "teacher": t, "student": s}
         if self.task_loss is not None:
             if labels is None:
@@ -338,9 +345,30 @@ class Distiller(keras.Model):
                     f"live teacher, or y={{'teacher_outputs': ..., 'labels': ...}}")
             task = parts.per_example(self.task_loss, labels, s)
             terms["task_loss"] = task
-            total = total + self.alpha * task
-        terms["loss"] = tf.nn.compute_average_loss(total, sample_weight=sample_weight)
+            per_example.append(self.alpha * task)
+        if per_example:
+            losses.append(tf.nn.compute_average_loss(tf.add_n(per_example),
+                                                     sample_weight=sample_weight))
+        terms["loss"] = tf.add_n(losses)
         return terms
+
+    def _kl_loss(self, t, s, sample_weight):
+        """The KL distillation loss's share of ``compute_average_loss(total, w)``.
+
+        (1 - alpha) sum_i w_i loss_i / N over the global batch of N examples,
+        each example's loss the mean over its rows (all axes but the first and
+        the last), and the per-example losses (without gradient).
+        """
+        weights = None
+        if sample_weight is not None:  # one per example, the same for each of its rows
+            rows_per_example = [1] * (s.shape.rank - 2)
+            weights = tf.broadcast_to(
+                tf.reshape(tf.cast(sample_weight, s.dtype), [-1] + rows_per_example),
+                tf.shape(s)[:-1])
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        loss, values = self.distillation_loss.batch_mean(
+            t, s, sample_weight=weights, scale=(1.0 - self.alpha) / replicas)
+        return loss, parts.mean_over_rows(values)
 
     def _call_teacher(self, x):
         if isinstance(self.teacher, keras.layers.Layer):
@@ -351,8 +379,10 @@ class Distiller(keras.Model):
         t, s = terms["teacher"], terms["student"]
         agree = tf.cast(tf.equal(tf.argmax(t, -1), tf.argmax(s, -1)), tf.float32)
         per_example = {"task_loss": terms.get("task_loss"),
-                       "distillation_loss": terms["distillation_loss"], "agreement": agree,
-                       "teacher_entropy": parts.entropy(t), "student_entropy": parts.entropy(s)}
+                       "distillation_loss": terms["distillation_loss"],
+                       "agreement": parts.mean_over_rows(agree),
+                       "teacher_entropy": parts.mean_over_rows(parts.entropy(t)),
+                       "student_entropy": parts.mean_over_rows(parts.entropy(s))}
         stacked = tf.stack([per_example[name] for name in self.distillation_metrics.names[1:]])
         values = tf.concat([[terms["loss"] * parts.num_replicas()],
                             parts.batch_mean(stacked, sample_weight)], axis=0)

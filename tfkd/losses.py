@@ -16,13 +16,14 @@ import tensorflow as tf
 from keras.src.losses.loss import Loss
 from keras.src.losses.losses import LossFunctionWrapper
 
-from tfkd.ops import BACKENDS, softmax_kl
+from tfkd.ops import BACKENDS, softmax_kl, softmax_kl_mean
 
 __all__ = [
     "GreedyActionNLL",
     "LogitsMSE",
     "QValueKL",
     "SoftTargetKL",
+    "TemperatureKL",
     "feature_distance",
     "get",
     "greedy_action_nll",
@@ -53,7 +54,9 @@ def soft_target_kl(teacher_logits, student_logits, temperature=1.0,
     """
     kl = softmax_kl(teacher_logits, student_logits, temperature=temperature, backend=backend)
     if scale_by_temperature_squared:
-        kl = kl * tf.cast(tf.square(temperature), kl.dtype)
+        # A Python number stays exact in a float64 kl (tf.cast would go through float32).
+        kl = kl * (tf.square(tf.cast(temperature, kl.dtype)) if tf.is_tensor(temperature)
+                   else float(temperature) ** 2)
     return kl
 
 
@@ -144,13 +147,49 @@ class _DistillationLoss(LossFunctionWrapper):
         return {**Loss.get_config(self), **self._fn_kwargs}
 
 
-class _TemperatureKL(_DistillationLoss):
+class TemperatureKL(_DistillationLoss):
+    """The temperature-KL losses' base: ``factor * softmax_kl(t, s, T, S)`` per example.
+
+    Subclasses say what T, S and the factor are (``kl_arguments``); the
+    ``batch_mean`` they share is how ``tfkd.Distiller`` trains with them.
+    """
+
     temperature = property(lambda self: self._fn_kwargs["temperature"])
     backend = property(lambda self: self._fn_kwargs["backend"])
 
+    def kl_arguments(self):
+        """(teacher temperature T, student temperature S, factor) of this loss."""
+        raise NotImplementedError
+
+    def batch_mean(self, teacher_logits, student_logits, sample_weight=None, scale=1.0):
+        """The weighted batch mean of this loss and its per-example values, in one pass.
+
+            mean = scale * sum_i w_i loss_i / n,   loss_i = factor * kl_i
+
+        over the n examples (all axes but the last), the value of
+        ``scale * reduce_mean(w * self.call(t, s))``, computed by
+        ``tfkd.ops.softmax_kl_mean``: on the "cpp" backend the kernel writes
+        each gradient row already multiplied by its factor, so differentiating
+        the mean makes no second pass over the gradient.
+
+        Args:
+            teacher_logits, student_logits: ``[batch, ..., actions]``.
+            sample_weight: optional ``[batch, ...]`` weights (no gradient).
+            scale: a Python number multiplying the mean.
+
+        Returns:
+            (mean, per-example loss values ``[batch, ...]`` without gradient).
+        """
+        temperature, student_temperature, factor = self.kl_arguments()
+        mean, kl = softmax_kl_mean(teacher_logits, student_logits, temperature,
+                                   student_temperature, sample_weight=sample_weight,
+                                   scale=scale * factor, backend=self.backend,
+                                   return_per_example=True)
+        return mean, kl * factor
+
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class SoftTargetKL(_TemperatureKL):
+class SoftTargetKL(TemperatureKL):
     """Hinton et al. (2015) soft-target KL; see ``soft_target_kl``.
 
     Args:
@@ -167,9 +206,13 @@ class SoftTargetKL(_TemperatureKL):
                          scale_by_temperature_squared=bool(scale_by_temperature_squared),
                          backend=_check_backend(backend))
 
+    def kl_arguments(self):
+        scaled = self._fn_kwargs["scale_by_temperature_squared"]
+        return self.temperature, self.temperature, self.temperature**2 if scaled else 1.0
+
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class QValueKL(_TemperatureKL):
+class QValueKL(TemperatureKL):
     """Rusu et al. (2016) sharpened Q-value KL; see ``q_value_kl``.
 
     Args:
@@ -183,6 +226,9 @@ class QValueKL(_TemperatureKL):
         super().__init__(q_value_kl, name=name, reduction=reduction, dtype=dtype,
                          temperature=_check_temperature(temperature),
                          backend=_check_backend(backend))
+
+    def kl_arguments(self):
+        return self.temperature, 1.0, 1.0
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -233,10 +279,10 @@ def get(identifier, temperature=None, backend=None):
     cls = _BY_NAME[identifier]
     kwargs = {}
     if temperature is not None:
-        if not issubclass(cls, _TemperatureKL):
+        if not issubclass(cls, TemperatureKL):
             raise ValueError(f"the {identifier!r} loss takes no temperature, got {temperature}")
         kwargs["temperature"] = temperature
-    if backend is not None and issubclass(cls, _TemperatureKL):
+    if backend is not None and issubclass(cls, TemperatureKL):
         kwargs["backend"] = backend
     return cls(**kwargs)
 

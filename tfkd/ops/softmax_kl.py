@@ -146,14 +146,14 @@ def softmax_kl(teacher_logits, student_logits, temperature=1.0, student_temperat
     t, s, T, S, out_dtype = _prepare(teacher_logits, student_logits, temperature,
                                      student_temperature, backend)
     if s.shape.rank == 2:
-        return tf.cast(_dispatch(backend, t, s, T, S), out_dtype)
+        return tf.cast(_dispatch(backend, t, s, T, S)[0], out_dtype)
     actions = tf.shape(s)[-1]
-    kl = _dispatch(backend, tf.reshape(t, [-1, actions]), tf.reshape(s, [-1, actions]), T, S)
+    kl, _ = _dispatch(backend, tf.reshape(t, [-1, actions]), tf.reshape(s, [-1, actions]), T, S)
     return tf.cast(tf.reshape(kl, tf.shape(s)[:-1]), out_dtype)
 
 
 def softmax_kl_mean(teacher_logits, student_logits, temperature=1.0, student_temperature=None,
-                    sample_weight=None, scale=1.0, backend="auto"):
+                    sample_weight=None, scale=1.0, backend="auto", return_per_example=False):
     """``scale * sum_i w_i kl_i / n``: the weighted batch mean of ``softmax_kl``.
 
     n counts every example (all axes but the last), as Keras'
@@ -171,9 +171,13 @@ def softmax_kl_mean(teacher_logits, student_logits, temperature=1.0, student_tem
         sample_weight: optional weights of shape ``[...]`` (the logits' shape
             without its last axis); constants: no gradient flows to them.
         scale: a Python number folded into the loss (e.g. T^2).
+        return_per_example: also return the per-example KL that the loss
+            was made of (unweighted, unscaled; no gradient flows through it),
+            e.g. for metrics, at no extra cost.
 
     Returns:
-        A scalar tf.Tensor in the student's dtype; 0 for an empty batch.
+        A scalar tf.Tensor in the student's dtype; 0 for an empty batch. With
+        ``return_per_example``, a pair (that scalar, ``softmax_kl``'s values).
 
     Raises:
         ValueError / tf.errors.InvalidArgumentError: as ``softmax_kl``, and a
@@ -187,11 +191,15 @@ def softmax_kl_mean(teacher_logits, student_logits, temperature=1.0, student_tem
     actions = tf.shape(s)[-1]
     t2, s2 = tf.reshape(t, [-1, actions]), tf.reshape(s, [-1, actions])
     n = tf.shape(s2)[0]
-    factor = tf.cast(scale, s2.dtype) / tf.cast(tf.maximum(n, 1), s2.dtype)
+    factor = tf.constant(scale, s2.dtype) / tf.cast(tf.maximum(n, 1), s2.dtype)
     weights = tf.fill([n], factor)
     if sample_weight is not None:
         weights = weights * tf.stop_gradient(_flat_sample_weight(sample_weight, s, s2.dtype))
-    return tf.cast(_dispatch(backend, t2, s2, T, S, weights), out_dtype)
+    loss, kl = _dispatch(backend, t2, s2, T, S, weights)
+    loss = tf.cast(loss, out_dtype)
+    if not return_per_example:
+        return loss
+    return loss, tf.cast(tf.reshape(kl, tf.shape(s)[:-1]), out_dtype)
 
 
 def _prepare(teacher_logits, student_logits, temperature, student_temperature, backend):
@@ -247,13 +255,14 @@ def _check_runtime_shapes(t, s):
 
 
 def _dispatch(backend, t2, s2, T, S, weights=None):
-    """Per-row kl of 2-D logits, or sum_i weights_i kl_i when weights are given."""
+    """(loss, kl) of 2-D logits: the loss is the per-row kl, or sum_i weights_i kl_i
+    when weights are given; kl is the per-row kl without gradient, for reporting."""
     chosen = _choose_backend(backend)
     _state.backend = chosen
     if chosen == "cpp":
         return _kl_cpp(t2, s2, T, S, weights)
     kl = _kl_tf(t2, s2, T, S)
-    return kl if weights is None else tf.reduce_sum(weights * kl)
+    return (kl if weights is None else tf.reduce_sum(weights * kl)), tf.stop_gradient(kl)
 
 
 _warned_missing_kernel = False
@@ -324,9 +333,9 @@ def _minus_row_max(x):
 def _kl_cpp(t, s, T, S, weights=None):
     """The C++ kernel: loss and gradient in one pass; the gradient is reused.
 
-    With row weights, returns sum_i weights_i kl_i, the kernel scaling gradient
-    row i by weights_i as it writes it, so an upstream gradient of 1 costs
-    nothing more.
+    Returns (loss, kl) as ``_dispatch``. With row weights, the loss is
+    sum_i weights_i kl_i, the kernel scaling gradient row i by weights_i as
+    it writes it, so an upstream gradient of 1 costs nothing more.
     """
 
     @tf.custom_gradient
@@ -336,13 +345,14 @@ def _kl_cpp(t, s, T, S, weights=None):
             kl, grad = _OPS.tfkd_softmax_kl(t, s, T, S, grad_scale)
             loss = kl if weights is None else tf.reduce_sum(weights * kl)
 
-        def backward(upstream):  # per row, or a scalar: TfkdScaleRows returns grad for 1
-            with tf.device("/CPU:0"):
+        def backward(upstream, _):  # kl's own upstream is unused: it leaves through stop_gradient
+            with tf.device("/CPU:0"):  # per row, or a scalar; for 1, TfkdScaleRows returns grad
                 return _OPS.tfkd_scale_rows(grad, tf.cast(upstream, grad.dtype))
 
-        return loss, backward
+        return (loss, kl), backward
 
-    return loss_of_student(s)
+    loss, kl = loss_of_student(s)
+    return loss, tf.stop_gradient(kl)
 
 
 def _check_np_dtype(x: np.ndarray, name: str):
