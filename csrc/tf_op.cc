@@ -13,13 +13,16 @@
 #include "softmax_kl.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/util/work_sharder.h"
 
 namespace tfkd {
 namespace {
@@ -28,20 +31,54 @@ namespace tf = ::tensorflow;
 using tf::shape_inference::InferenceContext;
 using tf::shape_inference::ShapeHandle;
 
-// A unit of work is kTileRows rows; the cost estimate (in TensorFlow's
-// "cycles" per unit) lets Shard keep small inputs on one thread.
-int64_t tile_cost(int64_t a, int64_t cycles_per_element) {
-  return kTileRows * a * cycles_per_element;
-}
+// A unit of work is kTileRows rows; its cost is in TensorFlow's nominal
+// "cycles" (as for tf::Shard): the kernel's per element, the backward's
+// scaling (a pass at memory speed) a twentieth of it.
+constexpr int64_t kKernelCost = 40, kScaleCost = 2;
+int64_t tile_cost(int64_t a, int64_t cost_per_element) { return kTileRows * a * cost_per_element; }
 
+// Runs rows(begin, end) over [0, n) on the calling thread and the intra-op
+// pool, in blocks of whole tiles that each thread takes in turn from a shared
+// counter (as parallel_rows in softmax_kl.cpp). Unlike tf::Shard's fixed
+// shares, a pool thread that starts late (its core busy, or stolen by the
+// hypervisor) leaves its blocks to the others, and the caller waits only for
+// blocks in progress, never for a worker that has not started: such a worker
+// finds no block left and returns without touching `rows`.
 template <typename Fn>
 void for_row_tiles(tf::OpKernelContext* ctx, int64_t n, int64_t cost_per_tile, Fn rows) {
+  // As parallel_rows: ~32k kernel elements per thread at least (fewer cost
+  // more to hand over than they save), blocks of ~16k (~20 us, to balance).
+  constexpr int64_t kMinCostPerThread = 32768 * kKernelCost, kBlockCost = 16384 * kKernelCost;
   const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
   const int64_t tiles = (n + kTileRows - 1) / kTileRows;
-  tf::Shard(workers->num_threads, workers->workers, tiles, cost_per_tile,
-            [&](int64_t begin, int64_t end) {
-              rows(begin * kTileRows, std::min(n, end * kTileRows));
-            });
+  const int64_t threads = std::min<int64_t>(
+      {static_cast<int64_t>(workers->num_threads), tiles * cost_per_tile / kMinCostPerThread,
+       tiles});
+  if (threads <= 1) {
+    rows(int64_t{0}, n);
+    return;
+  }
+  struct Blocks {
+    std::atomic<int64_t> next{0};
+    int64_t done = 0;  // under mutex
+    std::mutex mutex;
+    std::condition_variable finished;
+  };
+  const int64_t block_tiles = std::max<int64_t>(1, kBlockCost / cost_per_tile);
+  const int64_t count = (tiles + block_tiles - 1) / block_tiles;
+  auto blocks = std::make_shared<Blocks>();
+  auto work = [blocks, block_tiles, count, n, &rows] {
+    int64_t mine = 0;
+    for (int64_t b; (b = blocks->next.fetch_add(1)) < count; ++mine)
+      rows(b * block_tiles * kTileRows, std::min(n, (b + 1) * block_tiles * kTileRows));
+    if (mine == 0) return;
+    std::lock_guard<std::mutex> lock(blocks->mutex);
+    if ((blocks->done += mine) == count) blocks->finished.notify_one();
+  };
+  for (int64_t k = 1; k < threads; ++k) workers->workers->Schedule(work);
+  work();
+  std::unique_lock<std::mutex> lock(blocks->mutex);
+  blocks->finished.wait(lock, [&] { return blocks->done == count; });
 }
 
 template <typename F>
@@ -111,7 +148,7 @@ class SoftmaxKlOp : public tf::OpKernel {
     const F* sp = s.flat<F>().data();
     F* klp = kl->flat<F>().data();
     F* gp = grad->flat<F>().data();
-    for_row_tiles(ctx, n, tile_cost(a, 40), [&](int64_t begin, int64_t end) {
+    for_row_tiles(ctx, n, tile_cost(a, kKernelCost), [&](int64_t begin, int64_t end) {
       softmax_kl_rows(tp, sp, begin, end, a, temperature, student_temperature, klp, gp, scale);
     });
   }
@@ -141,7 +178,7 @@ class ScaleRowsOp : public tf::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &out));
     const F* xp = x.flat<F>().data();
     F* op = out->flat<F>().data();
-    for_row_tiles(ctx, n, tile_cost(a, 2), [&](int64_t begin, int64_t end) {
+    for_row_tiles(ctx, n, tile_cost(a, kScaleCost), [&](int64_t begin, int64_t end) {
       scale_rows_range(xp, wp, begin, end, a, op);
     });
   }
