@@ -162,6 +162,24 @@ def test_kl_term_of_rank_3_outputs_with_sample_weights_steps_like_the_formula(ba
     assert tfkd.ops.last_backend() == backend
 
 
+def test_a_kl_subclass_that_overrides_call_trains_with_its_call(digits, teacher):
+    class DoubledKL(losses.SoftTargetKL):
+        def call(self, y_true, y_pred):
+            return 2.0 * super().call(y_true, y_pred)
+
+    x, _, _, _ = digits
+    t = teacher.predict(x[:64], verbose=0)
+    model = student()
+    logs = {}
+    for name, loss in (("plain", losses.SoftTargetKL(2.0)), ("doubled", DoubledKL(2.0))):
+        distiller = tfkd.Distiller(model, distillation_loss=loss)
+        distiller.compile("sgd")
+        logs[name] = distiller.evaluate(x[:64], t, batch_size=64, return_dict=True, verbose=0)
+    np.testing.assert_allclose(logs["doubled"]["loss"], 2 * logs["plain"]["loss"], rtol=1e-6)
+    np.testing.assert_allclose(logs["doubled"]["distillation_loss"],
+                               2 * logs["plain"]["distillation_loss"], rtol=1e-6)
+
+
 def test_callable_teacher_and_dict_targets(digits, teacher):
     x, _, y, _ = digits
     calls = []

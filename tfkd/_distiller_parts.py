@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkd import losses as tfkd_losses
+
 _TASK_LOSSES = {
     "sparse_categorical_crossentropy": lambda: keras.losses.SparseCategoricalCrossentropy(
         from_logits=True),
@@ -103,6 +105,17 @@ def with_backend(loss, backend):
     if backend is None or getattr(loss, "backend", backend) == backend:
         return loss
     return loss.__class__.from_config({**loss.get_config(), "backend": backend})
+
+
+def has_fused_batch_mean(loss):
+    """Whether the loss is a tfkd temperature KL whose ``batch_mean`` is its ``call``.
+
+    A subclass that overrides ``call`` (and not ``batch_mean``) is reduced per
+    example like any other loss, so its own ``call`` is what trains.
+    """
+    return isinstance(loss, tfkd_losses.TemperatureKL) and (
+        type(loss).call is tfkd_losses.TemperatureKL.call
+        or type(loss).batch_mean is not tfkd_losses.TemperatureKL.batch_mean)
 
 
 def reject_probability_kl(loss):

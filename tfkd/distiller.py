@@ -327,7 +327,7 @@ class Distiller(keras.Model):
 
         features = [feature(tf.stop_gradient(t_feat), s_feat) for feature, t_feat, s_feat
                     in zip(self.feature_distillation, teacher_features, student_features)]
-        if isinstance(self.distillation_loss, tfkd_losses.TemperatureKL):
+        if parts.has_fused_batch_mean(self.distillation_loss):
             # Its share of the loss comes from one kernel pass that also scales the gradient rows.
             kl_loss, distill = self._kl_loss(t, s, sample_weight)
             losses = [kl_loss]
