@@ -13,7 +13,7 @@ al. (2016), "Policy Distillation".
 
 Backends:
     "cpp": tfkd's fused C++ kernel (loss and gradient in one pass, SIMD,
-        rows split over TensorFlow's intra-op threads) as a real TensorFlow
+        rows split over TensorFlow's inter-op threads) as a real TensorFlow
         op, ``TfkdSoftmaxKl`` from ``tfkd/_tf_ops.so``, inside
         ``tf.custom_gradient``; the backward's chain rule is the op
         ``TfkdScaleRows``. CPU only; not under XLA. A SavedModel that holds
