@@ -158,6 +158,30 @@ def test_a_nan_gives_nan_for_its_row_only(entry, where, n, a):
     assert_matches_reference(kl[good], grad[good], t[good], s[good], 0.8)
 
 
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("case", ["teacher +inf", "student +inf", "teacher all -inf",
+                                  "student all -inf"])
+@pytest.mark.parametrize("n,a", [(5, 4), (5000, 18), (100, 300)])
+def test_an_infinite_or_all_masked_row_gives_nan_for_that_row_only(entry, case, n, a):
+    t, s = logits((n, a), seed=n + a + 1)
+    t[:, 1] = -np.inf  # masked actions elsewhere must not disturb this
+    s[:, 1] = -np.inf  # nor a student that is -inf where the teacher is masked
+    bad = [0, n // 2, n - 1]
+    if case == "teacher +inf":
+        t[bad, a - 1] = np.inf
+    elif case == "student +inf":
+        s[bad, 0] = np.inf
+    elif case == "teacher all -inf":
+        t[bad] = -np.inf
+    else:
+        s[bad] = -np.inf
+    kl, grad = call(entry, t, s, 0.8)
+    good = np.setdiff1d(np.arange(n), bad)
+    assert np.isnan(kl[bad]).all(), f"{case} in rows {bad} gave kl {kl[bad]}"
+    assert np.isnan(grad[bad]).any(axis=-1).all()
+    assert_matches_reference(kl[good], grad[good], t[good], s[good], 0.8)
+
+
 # --- errors only a running graph can see ---------------------------------------
 
 def dynamic_graph(backend):
