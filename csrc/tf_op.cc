@@ -51,7 +51,8 @@ int64_t tile_cost(int64_t a, int64_t cost_per_element) { return kTileRows * a * 
 // pool, whose sleeping threads started so late that the second core added
 // little: measured in one process against the intra-op pool at 65536 x 18
 // and 16384 x 256, the runner's op was 1.09-1.14x faster (median of 400
-// interleaved calls). The intra-op pool when there is no runner.
+// interleaved calls). The intra-op pool when there is no runner. The
+// intra-op setting (its thread count) still bounds how many threads work.
 template <typename Fn>
 void for_row_tiles(tf::OpKernelContext* ctx, int64_t n, int64_t cost_per_tile, Fn rows) {
   // As parallel_rows: ~32k kernel elements per thread at least (fewer cost
