@@ -8,7 +8,8 @@
 //       chain rule; w = 1 returns x itself, no pass over it)
 //
 // They check their inputs, let TensorFlow allocate the outputs (no copies, no
-// Python) and split the rows over TensorFlow's intra-op thread pool. The
+// Python) and split the rows between the calling thread and helpers on the
+// executor's inter-op threads (for_row_tiles). The
 // gradient is wired in Python (tfkd/ops/softmax_kl.py, tf.custom_gradient).
 #include "softmax_kl.h"
 
