@@ -14,7 +14,7 @@ compile that whole step with ``jit_compile=True``, where tfkd's "auto" uses
 TensorFlow ops, so "tfkd auto + XLA" compares with "TF + XLA" and "tfkd
 auto" with the TF rows without XLA.
 
-Calls are made in 15 interleaved turns. The table gives each alternative's
+Calls are made in 30 interleaved turns of at least 5 calls each. The table gives each alternative's
 median in its least disturbed turn (the JSON also has the median over all
 turns). Each ratio is taken turn by turn, between calls made within the same
 second or so, and the median over the turns is shown: on a noisy, shared
@@ -51,7 +51,7 @@ SIZES = [(256, 4), (4096, 18), (65536, 18), (16384, 256)]
 TEMPERATURE = 2.0
 
 
-def interleaved_ms(fns: dict, repeats: int, blocks: int = 15,
+def interleaved_ms(fns: dict, repeats: int, blocks: int = 30,
                    min_total_s: float = 0.5) -> dict:
     """Milliseconds per call of each function, turn by turn.
 
@@ -71,7 +71,7 @@ def interleaved_ms(fns: dict, repeats: int, blocks: int = 15,
         fn()
     slowest = max(_time(fn) for fn in fns.values())
     calls = int(min(2000, max(repeats, min_total_s / max(slowest, 1e-6))))
-    per_block = max(3, calls // blocks)
+    per_block = max(5, calls // blocks)  # the median of 5 shrugs off a late thread wake-up
     turns = {name: [] for name in fns}
     order = list(fns)
     rng = random.Random(0)
