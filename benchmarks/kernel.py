@@ -14,11 +14,11 @@ compile that whole step with ``jit_compile=True``, where tfkd's "auto" uses
 TensorFlow ops, so "tfkd auto + XLA" compares with "TF + XLA" and "tfkd
 auto" with the TF rows without XLA.
 
-Calls are made in 30 interleaved turns of at least 5 calls each. The table gives each alternative's
-median in its least disturbed turn (the JSON also has the median over all
-turns). Each ratio is taken turn by turn, between calls made within the same
-second or so, and the median over the turns is shown: on a noisy, shared
-machine the ratios hold far better than the times.
+Calls are made in 30 interleaved turns of at least 5 calls each. The table
+gives each alternative's median in its least disturbed turn (the JSON also
+has the median over all turns). Each ratio is taken turn by turn, between
+calls made within the same second or so, and the median over the turns is
+shown: on a noisy, shared machine the ratios hold far better than the times.
 
 Usage:
     python benchmarks/kernel.py [--repeats 30] [--out results/kernel.json]
