@@ -110,6 +110,12 @@ TFKD_INLINE F vlog(F x) {
 // (measured with the transposing tiles: about even from 96 actions on).
 constexpr int64_t kMaxTileActions = 64;
 
+// Whether a row's softmax sums say it has no defined KL (see below).
+template <typename F>
+TFKD_INLINE bool undefined_sums(F zt, F zs) {
+  return (zt != zt) | (zs != zs);
+}
+
 template <typename F>
 TFKD_INLINE void fill_nan(F* kl, F* g, int64_t a) {
   *kl = std::numeric_limits<F>::quiet_NaN();
@@ -137,8 +143,7 @@ TFKD_INLINE void fill_nan(F* kl, F* g, int64_t a) {
 template <typename F>
 TFKD_INLINE void row_kl(const F* __restrict t, const F* __restrict s, int64_t a, F inv_t,
                         F inv_s, F w, F* __restrict kl, F* __restrict g, F* __restrict et) {
-  const F inf = std::numeric_limits<F>::infinity();
-  F mt = -inf, ms = -inf;
+  F mt = -std::numeric_limits<F>::infinity(), ms = mt;
 #pragma omp simd reduction(max : mt, ms)
   for (int64_t j = 0; j < a; ++j) {
     mt = t[j] > mt ? t[j] : mt;
@@ -155,7 +160,7 @@ TFKD_INLINE void row_kl(const F* __restrict t, const F* __restrict s, int64_t a,
     zs += f;
     acc += e > 0 ? e * (x - y) : F(0);
   }
-  if (zt != zt || zs != zs) return fill_nan(kl, g, a);
+  if (undefined_sums(zt, zs)) return fill_nan(kl, g, a);
   const F rt = F(1) / zt, rs = F(1) / zs;
   *kl = acc * rt + std::log(zs * rt);
   const F gt = rt * w * inv_s, gs = rs * w * inv_s;
@@ -274,7 +279,7 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
     kl[l] = acc[l] * rt[l] + vlog(zs[l] * rt[l]);
     rt[l] *= w[l] * inv_s;
     rs[l] *= w[l] * inv_s;
-    undefined |= (zt[l] != zt[l]) | (zs[l] != zs[l]);
+    undefined |= undefined_sums(zt[l], zs[l]);
   }
   for (int64_t j = 0; j < a; ++j) {
 #pragma omp simd
@@ -283,7 +288,7 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
   store_transposed<F, L>(es, a, g);
   if (undefined)
     for (int l = 0; l < L; ++l)
-      if (zt[l] != zt[l] || zs[l] != zs[l]) fill_nan(kl + l, g + l * a, a);
+      if (undefined_sums(zt[l], zs[l])) fill_nan(kl + l, g + l * a, a);
 }
 
 // Asks for t[i, i + count) and s[i, i + count) to be loaded into the cache:
