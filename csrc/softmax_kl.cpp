@@ -141,7 +141,8 @@ TFKD_V4 Ints row_offsets(int64_t a) {
 
 // out[l] = x[l * a] for l < 16: one column down a tile's rows.
 TFKD_V4 void load_column(const float* x, int64_t a, float* out) {
-  const Floats v = __builtin_ia32_gathersiv16sf(Floats{}, x, row_offsets(a), 0xFFFF, 4);
+  const Floats v =
+      __builtin_ia32_gathersiv16sf(Floats{}, x, row_offsets(a), 0xFFFF, sizeof(float));
   std::memcpy(out, &v, sizeof(v));
 }
 
@@ -149,10 +150,11 @@ TFKD_V4 void load_column(const float* x, int64_t a, float* out) {
 TFKD_V4 void store_column(const float* x, int64_t a, float* out) {
   Floats v;
   std::memcpy(&v, x, sizeof(v));
-  __builtin_ia32_scattersiv16sf(out, 0xFFFF, row_offsets(a), v, 4);
+  __builtin_ia32_scattersiv16sf(out, 0xFFFF, row_offsets(a), v, sizeof(float));
 }
 
-// Whether a tile of L rows of F is the AVX-512 float tile.
+// Whether a tile of L rows of F is the AVX-512 float tile: 16 floats fill
+// a vector only in the v4 copy (rows_f32_v4), so nothing else runs the above.
 template <typename F, int L>
 constexpr bool kFloatTile = std::is_same_v<F, float> && L == 16;
 #undef TFKD_V4
