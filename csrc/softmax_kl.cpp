@@ -53,10 +53,21 @@ template <> struct ExpConstants<double> {
   }
 };
 
-// Branch-free exp(x) that vectorises inside `omp simd` loops: x = n ln2 + r
-// with |r| <= ln2 / 2, exp(r) by a polynomial, 2^n written into the
-// exponent bits. Adding the magic constant 1.5 * 2^mantissa rounds x log2(e)
-// to the nearest integer n and leaves n in the low bits. Results below the
+// exp's range reduction, for a value or a vector of values of F: x = n ln2 + r
+// with n an integer and |r| <= ln2 / 2 (ln2 in two parts, so r stays
+// accurate). Adding the magic constant 1.5 * 2^mantissa rounds x log2(e) to
+// the nearest integer n and leaves n in the low bits of the sum k, returned.
+template <typename F, typename X>
+TFKD_INLINE X reduce_exp(X x, X* n, X* r) {
+  using C = ExpConstants<F>;
+  const X k = x * F(1.4426950408889634) + C::kMagic;
+  *n = k - C::kMagic;
+  *r = (x - *n * C::kLn2Hi) - *n * C::kLn2Lo;
+  return k;
+}
+
+// Branch-free exp(x) that vectorises inside `omp simd` loops: exp(r) by a
+// polynomial, 2^n written into the exponent bits of the scale. Results below the
 // smallest normal number (x < kLo) are 0: far below the rounding error of a
 // softmax whose largest term is exp(0) = 1; so is -inf. NaN stays NaN, which
 // is how the callers find rows with no defined KL. Below kLo the bit
@@ -67,9 +78,8 @@ template <typename F>
 TFKD_INLINE F vexp(F x) {
   using C = ExpConstants<F>;
   using Bits = typename C::Bits;
-  const F k = x * F(1.4426950408889634) + C::kMagic;
-  const F n = k - C::kMagic;
-  const F r = (x - n * C::kLn2Hi) - n * C::kLn2Lo;
+  F n, r;
+  const F k = reduce_exp<F>(x, &n, &r);
   Bits kb, mb;
   const F magic = C::kMagic;
   std::memcpy(&kb, &k, sizeof(F));
@@ -125,9 +135,8 @@ using Ints = int32_t __attribute__((vector_size(64)));
 // by one masked vscalefps instead of integer arithmetic and a select.
 TFKD_V4 Floats exp(Floats x) {
   using C = ExpConstants<float>;
-  const Floats k = x * 1.4426950408889634f + C::kMagic;
-  const Floats n = k - C::kMagic;
-  const Floats r = (x - n * C::kLn2Hi) - n * C::kLn2Lo;
+  Floats n, r;
+  reduce_exp<float>(x, &n, &r);
   constexpr int kNotLessThan = 5, kCurrentRounding = 4;  // _CMP_NLT_US, _MM_FROUND_CUR_DIRECTION
   const uint16_t keep = __builtin_ia32_cmpps512_mask(x, Floats{} + C::kLo, kNotLessThan, 0xFFFF,
                                                      kCurrentRounding);
