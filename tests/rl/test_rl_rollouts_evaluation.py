@@ -107,7 +107,7 @@ def test_random_policy_return_on_cartpole_is_in_the_known_range():
         random_policy(0)
 
 
-def test_evaluation_checks_the_network_width_against_the_env(make_cartpole_teacher):
+def test_evaluation_checks_the_network_width_against_the_env():
     three_actions = build_mlp((4,), 3, (4,))
     with pytest.raises(ValueError, match="3 outputs per observation, the environment has 2"):
         evaluate_policy("CartPole-v1", three_actions, [0])

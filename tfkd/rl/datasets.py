@@ -300,10 +300,13 @@ def _check_pair(observations, teacher_outputs, observation_shape, num_actions, w
         )
     if num_actions is not None and teacher_outputs.shape[1] != num_actions:
         raise ValueError(
-            f"{where}: teacher outputs have {teacher_outputs.shape[1]} actions, expected {num_actions}."
+            f"{where}: teacher outputs have {teacher_outputs.shape[1]} actions, "
+            f"expected {num_actions}."
         )
     if not np.issubdtype(teacher_outputs.dtype, np.floating):
-        raise ValueError(f"{where}: teacher outputs must be floating point, got {teacher_outputs.dtype}.")
+        raise ValueError(
+            f"{where}: teacher outputs must be floating point, got {teacher_outputs.dtype}."
+        )
     _check_finite(teacher_outputs, "teacher outputs", where)
     if observations.dtype.kind == "f":
         _check_finite(observations, "observations", where)

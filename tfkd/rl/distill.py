@@ -263,9 +263,8 @@ def _evaluates(config: TeacherDrivenConfig, round_index: int, num_rounds: int) -
 
 def _student_return(config: TeacherDrivenConfig, student_outputs) -> tuple[float, float]:
     """Mean and std of the greedy student's return on the selection seeds."""
-    stats = evaluate_policy(
-        config.env_id, GreedyPolicy(student_outputs), selection_seeds(config.seed, config.eval_episodes)
-    )
+    seeds = selection_seeds(config.seed, config.eval_episodes)
+    stats = evaluate_policy(config.env_id, GreedyPolicy(student_outputs), seeds)
     return stats.mean, stats.std
 
 

@@ -167,7 +167,7 @@ class ReturnStats:
         )
 
     def as_dict(self) -> dict:
-        """``mean_return``, ``std_return``, ``num_episodes``, ``ci95`` and ``seeds``; strict JSON."""
+        """``mean_return``, ``std_return``, ``num_episodes``, ``ci95``, ``seeds``: strict JSON."""
         return {
             "mean_return": self.mean,
             "std_return": self.std,
@@ -189,7 +189,9 @@ def _bootstrap_ci95(values: np.ndarray, rng_seed: int, num_resamples: int) -> tu
     return float(low), float(high)
 
 
-def normalized_score(mean_return: float, random_return: float, teacher_return: float) -> float | None:
+def normalized_score(
+    mean_return: float, random_return: float, teacher_return: float
+) -> float | None:
     """``(R − R_random) / (R_teacher − R_random)``: 0 is random, 1 is the teacher.
 
     Defined for any sign of the returns (a teacher at 0 is fine): on Acrobot a
@@ -395,7 +397,9 @@ def compare_policies(
     seeds = _episode_seeds(seeds)
     for name, cached in (("teacher_return", teacher_return), ("random_return", random_return)):
         if cached is not None and cached.seeds != seeds:
-            raise ValueError(f"{name} was measured on other episode seeds than {env_id}'s comparison.")
+            raise ValueError(
+                f"{name} was measured on other episode seeds than this comparison on {env_id}."
+            )
     probe = make_vector_env(env_id, 1, **({} if max_episode_steps is None
                                            else {"max_episode_steps": max_episode_steps}))
     try:
