@@ -13,6 +13,8 @@ The protocol, used by every loop, command and benchmark:
   measured on the same seeds; a raw ratio of returns is wrong whenever
   returns can be negative (Acrobot, MountainCar, LunarLander).
   :func:`compare_policies` measures all three and the action agreement.
+- A claim across independent run seeds (at least 5) reports
+  ``ReturnStats.from_returns(per_run_means)``: their mean and its CI.
 """
 
 from __future__ import annotations
@@ -226,7 +228,8 @@ def evaluate_policy(
     them run side by side, so the policy sees batched observations. A policy's
     random draws (ε, β, a random policy) come from
     ``numpy.random.default_rng(seeds)``, so the same arguments give the same
-    :class:`ReturnStats`.
+    :class:`ReturnStats` (a random policy's draws also depend on ``num_envs``,
+    which sets how many observations each call gets).
 
     Args:
         env_id: gymnasium id.
@@ -408,24 +411,25 @@ def compare_policies(
         probe.close()
     teacher_outputs = network_outputs(teacher, num_actions)
     student_outputs = network_outputs(student, num_actions)
-    recorder = _RecordingPolicy(GreedyPolicy(student_outputs))
+    student_policy = _AgreementCounter(student_outputs, teacher_outputs)
     common = dict(num_envs=num_envs, max_episode_steps=max_episode_steps)
-    student_return = evaluate_policy(env_id, recorder, seeds, **common)
+    student_return = evaluate_policy(env_id, student_policy, seeds, **common)
     if teacher_return is None:
         teacher_return = evaluate_policy(env_id, GreedyPolicy(teacher_outputs), seeds, **common)
     if random_return is None:
         random_return = evaluate_policy(env_id, random_policy(num_actions), seeds, **common)
-    visited = np.concatenate(recorder.observations)
     latencies = (None, None)
     if measure_latency:
-        latencies = tuple(inference_latency(net, visited[0]) for net in (teacher, student))
+        observation = student_policy.first_observation
+        latencies = tuple(inference_latency(net, observation)
+                          for net in (teacher_outputs, student_outputs))
     return PolicyComparison(
         teacher=teacher_return,
         student=student_return,
         random=random_return,
         normalized_score=normalized_score(student_return.mean, random_return.mean,
                                           teacher_return.mean),
-        agreement=action_agreement(teacher_outputs, student_outputs, visited),
+        agreement=student_policy.agreement,
         teacher_params=_params(teacher),
         student_params=_params(student),
         teacher_latency_s=latencies[0],
@@ -442,12 +446,27 @@ def _params(network) -> int | None:
         return None
 
 
-class _RecordingPolicy(Policy):
-    """Keeps the observations a policy is asked to act on."""
+class _AgreementCounter(Policy):
+    """The greedy student, counting how often the teacher would pick the same action.
 
-    def __init__(self, policy: Policy):
-        self.policy, self.observations = policy, []
+    Counting as it goes keeps no observations, so agreement over long Atari
+    evaluations costs no memory.
+    """
+
+    def __init__(self, student: NetworkOutputs, teacher: NetworkOutputs):
+        self.student, self.teacher = student, teacher
+        self.matches = self.count = 0
+        self.first_observation = None
 
     def __call__(self, observations, rng):
-        self.observations.append(np.array(observations))
-        return self.policy(observations, rng)
+        actions = np.argmax(self.student(observations), axis=-1)
+        teacher_actions = np.argmax(self.teacher(observations), axis=-1)
+        self.matches += int(np.sum(actions == teacher_actions))
+        self.count += len(actions)
+        if self.first_observation is None:
+            self.first_observation = np.array(observations[0])
+        return actions
+
+    @property
+    def agreement(self) -> float:
+        return self.matches / self.count
