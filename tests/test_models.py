@@ -72,3 +72,40 @@ def test_mlp_dropout_is_active_only_in_training():
     assert not np.allclose(model(x, training=True), model(x, training=False))
     with pytest.raises(ValueError, match="dropout"):
         models.build_mlp((5,), 3, dropout=1.0)
+
+
+def test_count_params_counts_anything_with_variables():
+    import tensorflow as tf
+
+    class Holder:  # e.g. tfkd.agents.QNetworkTeacher: variables, no weights
+        def __init__(self):
+            shared = tf.Variable(tf.zeros((3, 4)))
+            self.variables = [shared, tf.Variable(tf.zeros((4,))), shared]
+
+    assert models.count_params(Holder()) == 3 * 4 + 4  # a shared variable counts once
+    module = tf.Module()
+    module.kernel = tf.Variable(tf.zeros((2, 5)))
+    assert models.count_params(module) == 10
+    with pytest.raises(TypeError, match="neither weights nor variables"):
+        models.count_params(lambda x: x)
+
+
+def test_default_teacher_and_student_architectures():
+    teacher = models.build_teacher((4,), 2, atari=False)
+    assert [layer.units for layer in teacher.layers if hasattr(layer, "units")] == [256, 256, 2]
+    student = models.build_student((4,), 2, atari=False)
+    assert models.count_params(student) == 4 * 32 + 32 + 32 * 2 + 2 and student.name == "student"
+    assert models.count_params(models.build_student((4,), 2, False, hidden_units=(8, 8))) == (
+        4 * 8 + 8 + 8 * 8 + 8 + 8 * 2 + 2)
+
+
+def test_default_atari_architectures():
+    teacher = models.build_teacher((84, 84, 4), 6, atari=True)
+    assert models.count_params(teacher) == models.count_params(models.build_nature_cnn(6))
+    student = models.build_student((84, 84, 4), 6, atari=True)
+    assert [student.get_layer(f"conv_{i}").filters for i in range(3)] == [16, 32, 32]
+    assert student.get_layer("hidden").units == 128 and student.inputs[0].dtype == "uint8"
+    assert models.build_student((84, 84, 4), 6, True, hidden_units=(64,)).get_layer(
+        "hidden").units == 64
+    with pytest.raises(ValueError, match="one dense layer"):
+        models.build_student((84, 84, 4), 6, True, hidden_units=(64, 64))

@@ -1,15 +1,42 @@
 """Teacher and student networks that output logits or Q-values.
 
-Both builders return plain functional ``keras.Model`` objects with no softmax
+The builders return plain functional ``keras.Model`` objects with no softmax
 at the end, so they save and load as ``.keras`` files and expose their hidden
-layers by name (for feature distillation).
+layers by name (for feature distillation). :func:`build_teacher` and
+:func:`build_student` hold tfkd's default architectures, for vector
+observations (MLPs) and for Atari frames (Nature CNNs).
 """
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import keras
 
-__all__ = ["build_mlp", "build_nature_cnn", "count_params"]
+__all__ = [
+    "ATARI_STUDENT_DENSE_UNITS",
+    "ATARI_STUDENT_FILTERS",
+    "ATARI_TEACHER_DENSE_UNITS",
+    "NATURE_CNN_FILTERS",
+    "STUDENT_HIDDEN_UNITS",
+    "TEACHER_HIDDEN_UNITS",
+    "build_mlp",
+    "build_nature_cnn",
+    "build_student",
+    "build_teacher",
+    "count_params",
+]
+
+# Default architectures. Vector observations: an MLP teacher and a student
+# about 1/70 of its size. Atari: the Nature CNN teacher (Mnih et al. 2015)
+# and a student with half its filters and a quarter of its dense units.
+TEACHER_HIDDEN_UNITS = (256, 256)
+STUDENT_HIDDEN_UNITS = (32,)
+NATURE_CNN_FILTERS = (32, 64, 64)
+ATARI_TEACHER_DENSE_UNITS = 512
+ATARI_STUDENT_FILTERS = (16, 32, 32)
+ATARI_STUDENT_DENSE_UNITS = 128
 
 
 def build_mlp(observation_shape, num_actions, hidden_units=(64, 64), activation="relu",
@@ -48,8 +75,8 @@ def build_mlp(observation_shape, num_actions, hidden_units=(64, 64), activation=
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_nature_cnn(num_actions, observation_shape=(84, 84, 4), filters=(32, 64, 64),
-                     dense_units=512, name="nature_cnn") -> keras.Model:
+def build_nature_cnn(num_actions, observation_shape=(84, 84, 4), filters=NATURE_CNN_FILTERS,
+                     dense_units=ATARI_TEACHER_DENSE_UNITS, name="nature_cnn") -> keras.Model:
     """The Nature-DQN convolutional network (Mnih et al. 2015).
 
     Three convolutions (8x8 stride 4, 4x4 stride 2, 3x3 stride 1, ReLU), a
@@ -84,9 +111,78 @@ def build_nature_cnn(num_actions, observation_shape=(84, 84, 4), filters=(32, 64
     return keras.Model(inputs, outputs, name=name)
 
 
+def build_teacher(observation_shape, num_actions, atari: bool,
+                  hidden_units: Sequence[int] | None = None, name="teacher") -> keras.Model:
+    """tfkd's default Keras teacher: an MLP, or the Nature CNN for Atari.
+
+    Args:
+        observation_shape: shape of one observation, e.g. ``(4,)`` or ``(84, 84, 4)``.
+        num_actions: number of Q-values / logits.
+        atari: build the Nature CNN (:func:`build_nature_cnn`, its default
+            sizes) for stacked uint8 frames instead of an MLP.
+        hidden_units: the MLP's hidden layers (default
+            :data:`TEACHER_HIDDEN_UNITS`); Atari: one value, the dense layer's
+            width (default :data:`ATARI_TEACHER_DENSE_UNITS`).
+        name: the model's name.
+    """
+    if atari:
+        return build_nature_cnn(num_actions, observation_shape, NATURE_CNN_FILTERS,
+                                _atari_dense_units(hidden_units, ATARI_TEACHER_DENSE_UNITS),
+                                name=name)
+    hidden = TEACHER_HIDDEN_UNITS if hidden_units is None else tuple(hidden_units)
+    return build_mlp(observation_shape, num_actions, hidden_units=hidden, name=name)
+
+
+def build_student(observation_shape, num_actions, atari: bool,
+                  hidden_units: Sequence[int] | None = None, name="student") -> keras.Model:
+    """tfkd's default student: a small MLP, or a small Nature CNN for Atari.
+
+    Args:
+        observation_shape: shape of one observation.
+        num_actions: number of logits.
+        atari: a Nature CNN with :data:`ATARI_STUDENT_FILTERS` instead of an MLP.
+        hidden_units: the MLP's hidden layers (default
+            :data:`STUDENT_HIDDEN_UNITS`); Atari: one value, the dense layer's
+            width (default :data:`ATARI_STUDENT_DENSE_UNITS`).
+        name: the model's name.
+    """
+    if atari:
+        return build_nature_cnn(num_actions, observation_shape, ATARI_STUDENT_FILTERS,
+                                _atari_dense_units(hidden_units, ATARI_STUDENT_DENSE_UNITS),
+                                name=name)
+    hidden = STUDENT_HIDDEN_UNITS if hidden_units is None else tuple(hidden_units)
+    return build_mlp(observation_shape, num_actions, hidden_units=hidden, name=name)
+
+
+def _atari_dense_units(hidden_units, default: int) -> int:
+    if not hidden_units:
+        return default
+    if len(hidden_units) != 1:
+        raise ValueError(
+            f"an Atari network has one dense layer: give one width, got {tuple(hidden_units)!r}")
+    return hidden_units[0]
+
+
 def count_params(model) -> int:
-    """Number of scalar parameters (trainable and not) of a built model."""
-    return int(sum(int(keras.ops.size(w)) for w in model.weights))
+    """Number of scalar parameters (trainable and not).
+
+    Counts a Keras model's ``weights`` (Keras 3 or Keras 2), or the
+    ``variables`` of anything else that has them (a ``tf.Module``, a TF-Agents
+    network, ``tfkd.agents.QNetworkTeacher``). A variable shared by several
+    layers counts once; an unbuilt Keras model has 0.
+
+    Raises:
+        TypeError: if ``model`` has neither ``weights`` nor ``variables``.
+    """
+    variables = getattr(model, "weights", None)
+    if variables is None:
+        variables = getattr(model, "variables", None)
+    if variables is None:
+        raise TypeError(
+            f"cannot count the parameters of {type(model).__name__}: it has neither "
+            "weights nor variables.")
+    unique = {id(variable): variable for variable in variables}.values()
+    return int(sum(math.prod(int(dim) for dim in variable.shape) for variable in unique))
 
 
 def _float32_if_mixed():

@@ -1,5 +1,6 @@
 """Environments and control policies."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -8,7 +9,10 @@ from tfkd.rl import (
     GreedyPolicy,
     MixturePolicy,
     Policy,
+    UniformRandomPolicy,
+    check_discrete,
     env_spec,
+    is_atari,
     make_atari_env,
     make_env,
     make_vector_env,
@@ -39,6 +43,53 @@ def test_env_spec_of_single_and_vector_env():
 def test_non_discrete_action_space_is_rejected():
     with pytest.raises(ValueError, match="discrete action space"):
         make_env("Pendulum-v1")
+
+
+def test_is_atari():
+    assert is_atari("ALE/Pong-v5") and is_atari("ALE/Breakout-v5")
+    assert not is_atari("CartPole-v1") and not is_atari("PongNoFrameskip-v4")
+
+
+BOX4 = gym.spaces.Box(-1.0, 1.0, (4,))
+FRAMES = gym.spaces.Box(0, 255, (84, 84, 4), np.uint8)
+
+
+def test_check_discrete_accepts_vectors_and_images():
+    assert check_discrete(gym.spaces.Discrete(3), "Env-v0") == 3
+    assert check_discrete(gym.spaces.Discrete(2), "Env-v0", BOX4, allow_images=False) == 2
+    assert check_discrete(gym.spaces.Discrete(6), "ALE/Pong-v5", FRAMES) == 6
+
+
+@pytest.mark.parametrize("action_space, observation_space, allow_images, match", [
+    (gym.spaces.Box(-1, 1, (1,)), BOX4, True, "Env-v0 has action space Box.*discrete"),
+    (gym.spaces.MultiDiscrete([2, 2]), BOX4, True, "discrete action space"),
+    (gym.spaces.Discrete(3, start=-1), BOX4, True, "must start at 0"),
+    (gym.spaces.Discrete(2), gym.spaces.Dict({"a": BOX4}), True,
+     r"Env-v0 has a Dict observation space Dict\('a'.*FlattenObservation"),
+    (gym.spaces.Discrete(2), gym.spaces.Tuple((BOX4, BOX4)), True,
+     r"Env-v0 has a Tuple observation space Tuple\(Box.*Box observation space"),
+    (gym.spaces.Discrete(2), gym.spaces.Discrete(16), True, "Discrete observation space"),
+    (gym.spaces.Discrete(2), FRAMES, False, r"shape \(84, 84, 4\).*ALE/"),
+    (gym.spaces.Discrete(2), gym.spaces.Box(0, 1, (3, 3)), True, "vectors.*or images"),
+])
+def test_check_discrete_errors_are_one_line_and_name_the_env(
+        action_space, observation_space, allow_images, match):
+    with pytest.raises(ValueError, match=match) as error:
+        check_discrete(action_space, "Env-v0", observation_space, allow_images=allow_images)
+    assert "\n" not in str(error.value) and "Env-v0" in str(error.value)
+
+
+def test_dict_observation_env_is_rejected_by_make_env():
+    class DictObservations(gym.Env):
+        observation_space = gym.spaces.Dict({"position": BOX4})
+        action_space = gym.spaces.Discrete(2)
+
+    gym.register("tfkd-test/DictObservations-v0", entry_point=DictObservations)
+    try:
+        with pytest.raises(ValueError, match="tfkd-test/DictObservations-v0 has a Dict"):
+            make_env("tfkd-test/DictObservations-v0")
+    finally:
+        gym.registry.pop("tfkd-test/DictObservations-v0")
 
 
 def test_bad_num_envs_is_rejected():
@@ -93,6 +144,17 @@ def test_epsilon_greedy_explores_uniformly():
     np.testing.assert_allclose(counts, [0.4 + 0.2, 0.2, 0.2], atol=0.02)
     with pytest.raises(ValueError, match="epsilon"):
         EpsilonGreedyPolicy(ConstantPolicy(0), 3, epsilon=-0.1)
+
+
+def test_uniform_random_policy_draws_from_the_given_rng():
+    observations = np.zeros((30_000, 4), np.float32)
+    policy = UniformRandomPolicy(3)
+    actions = policy(observations, np.random.default_rng(0))
+    np.testing.assert_allclose(np.bincount(actions, minlength=3) / len(actions), [1 / 3] * 3,
+                               atol=0.01)
+    np.testing.assert_array_equal(actions, policy(observations, np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="num_actions"):
+        UniformRandomPolicy(2.5)
 
 
 def test_greedy_policy_rejects_non_callables():

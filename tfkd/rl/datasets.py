@@ -7,14 +7,24 @@ on with ``teacher=None``.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import pathlib
+import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 import tensorflow as tf
+from numpy.lib import format as npy_format
 
 NPZ_KEYS = ("observations", "teacher_outputs")
 REPLACEMENTS = ("fifo", "reservoir")
+NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floating point
+#: The most bytes :func:`load_npz` lets one array claim: 16 GiB, far above any
+#: dataset that fits the memory of the machines tfkd trains on.
+MAX_NPZ_ARRAY_BYTES = 16 * 2**30
 
 
 class DatasetFileError(ValueError):
@@ -99,7 +109,7 @@ class DistillationBuffer:
         """The held ``(observations, teacher_outputs)`` (views, not copies)."""
         return self._observations[: self._size], self._teacher_outputs[: self._size]
 
-    def as_dataset(self, batch_size: int, shuffle: bool = True, seed: int | None = None):
+    def as_dataset(self, batch_size: int, shuffle: bool = True, seed: int = 0):
         """A ``tf.data.Dataset`` over a snapshot of the buffer; see :func:`to_tf_dataset`."""
         observations, teacher_outputs = self.arrays()
         return to_tf_dataset(observations.copy(), teacher_outputs.copy(), batch_size, shuffle, seed)
@@ -114,9 +124,21 @@ def to_tf_dataset(
     teacher_outputs: np.ndarray,
     batch_size: int,
     shuffle: bool = True,
-    seed: int | None = None,
+    seed: int = 0,
 ) -> tf.data.Dataset:
-    """Batched, shuffled ``(observations, teacher_outputs)`` for ``Distiller.fit``."""
+    """Batched ``(observations, teacher_outputs)`` for ``Distiller.fit``: tfkd's one builder.
+
+    Every source of labelled states goes through here: the in-memory
+    :class:`DistillationBuffer`, ``.npz`` files (:func:`load_npz`) and replay
+    buffers. float64 observations become float32; teacher outputs are float32.
+
+    Args:
+        observations: ``[n, *observation_shape]``.
+        teacher_outputs: ``[n, num_actions]``, finite.
+        batch_size: examples per batch (the last batch may be smaller).
+        shuffle: reshuffle the examples every epoch.
+        seed: the shuffle seed: the same seed gives the same batches.
+    """
     observations, teacher_outputs = _check_pair(observations, teacher_outputs, None, None, "data")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -128,56 +150,140 @@ def to_tf_dataset(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def save_npz(path: str | os.PathLike, observations: np.ndarray, teacher_outputs: np.ndarray) -> None:
-    """Saves a labelled dataset as a compressed ``.npz`` with plain arrays only."""
+def save_npz(
+    path: str | os.PathLike, observations: np.ndarray, teacher_outputs: np.ndarray
+) -> pathlib.Path:
+    """Saves a labelled dataset as a compressed ``.npz`` with plain arrays only.
+
+    The file is written under a temporary name in the same folder and then
+    renamed, so ``path`` is always either the previous file or the complete
+    new one. As with ``numpy.savez``, ``.npz`` is appended to a path without it.
+
+    Returns:
+        The path written.
+    """
     observations, teacher_outputs = _check_pair(observations, teacher_outputs, None, None, "save")
-    np.savez_compressed(path, observations=observations, teacher_outputs=teacher_outputs)
+    path = pathlib.Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez_compressed(file, observations=observations, teacher_outputs=teacher_outputs)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return path
 
 
 def load_npz(
     path: str | os.PathLike,
     observation_shape: tuple[int, ...] | None = None,
     num_actions: int | None = None,
+    max_bytes: int = MAX_NPZ_ARRAY_BYTES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loads ``(observations, teacher_outputs)`` saved by :func:`save_npz`.
 
-    Loaded with ``allow_pickle=False``: a file cannot run code.
+    Loaded with ``allow_pickle=False``: a file cannot run code. Each array's
+    ``.npy`` header is read before its data, so an array that claims more than
+    ``max_bytes``, or more bytes than its archive member holds, is refused
+    without allocating it.
 
     Args:
         path: the ``.npz`` file.
         observation_shape: if given, the observations must have this shape.
         num_actions: if given, the teacher outputs must have this width.
+        max_bytes: the most bytes one array may take in memory (default
+            :data:`MAX_NPZ_ARRAY_BYTES`, 16 GiB).
 
     Raises:
-        DatasetFileError: the file is missing, corrupt, holds object arrays,
-            lacks a key, or its arrays do not match each other or the expected
-            shapes.
+        DatasetFileError: one line saying what is wrong: the file is missing,
+            not an ``.npz``, corrupt, lacks a key, holds object or non-numeric
+            arrays, claims too much memory, holds NaN or inf, or its arrays do
+            not match each other or the expected shapes.
     """
+    if not os.path.exists(path):
+        raise DatasetFileError(f"{path}: no such dataset file.")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in NPZ_KEYS if key not in archive.files]
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            found = [name[: -len(".npy")] for name in members if name.endswith(".npy")]
+            missing = [key for key in NPZ_KEYS if f"{key}.npy" not in members]
             if missing:
                 raise DatasetFileError(
                     f"{path}: not a tfkd dataset, missing arrays {missing} "
-                    f"(found {archive.files}); expected {list(NPZ_KEYS)}."
+                    f"(found {found}); expected {list(NPZ_KEYS)}."
                 )
-            observations, teacher_outputs = (archive[key] for key in NPZ_KEYS)
+            for key in NPZ_KEYS:
+                with archive.open(members[f"{key}.npy"]) as member:
+                    _check_npy_header(member, members[f"{key}.npy"].file_size, key, path, max_bytes)
+        with np.load(path, allow_pickle=False) as arrays:
+            observations, teacher_outputs = (arrays[key] for key in NPZ_KEYS)
     except DatasetFileError:
         raise
     except FileNotFoundError as error:
         raise DatasetFileError(f"{path}: no such dataset file.") from error
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise DatasetFileError(f"{path}: corrupt or unreadable .npz dataset ({error}).") from error
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+        raise DatasetFileError(
+            f"{path}: corrupt or unreadable .npz dataset ({_one_line(error)})."
+        ) from error
     try:
         return _check_pair(observations, teacher_outputs, observation_shape, num_actions, str(path))
     except ValueError as error:
         raise DatasetFileError(str(error)) from error
 
 
+def _check_npy_header(member, member_size: int, key: str, path, max_bytes: int) -> None:
+    """Checks one ``.npy`` header (dtype and claimed size) without reading the data."""
+    try:
+        version = npy_format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(member)
+        else:
+            raise DatasetFileError(f"{path}: {key} is in unsupported .npy version {version}.")
+    except DatasetFileError:
+        raise
+    except (ValueError, EOFError, OSError, SyntaxError) as error:
+        raise DatasetFileError(
+            f"{path}: corrupt or unreadable .npz dataset ({key}: {_one_line(error)})."
+        ) from error
+    if dtype.hasobject:
+        raise DatasetFileError(
+            f"{path}: {key} holds Python objects (dtype {dtype}); tfkd datasets hold "
+            "numeric arrays only and never unpickle."
+        )
+    if dtype.kind not in NUMERIC_KINDS:
+        raise DatasetFileError(f"{path}: {key} is not numeric (dtype {dtype}).")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > max_bytes:
+        raise DatasetFileError(
+            f"{path}: {key} claims shape {shape} of {dtype}, {claimed:,} bytes, more than "
+            f"the {max_bytes:,} allowed (max_bytes)."
+        )
+    data_size = member_size - member.tell()
+    if claimed != data_size:
+        raise DatasetFileError(
+            f"{path}: {key} claims shape {shape} of {dtype}, {claimed:,} bytes, but its "
+            f"archive member holds {data_size:,}: the header is corrupt."
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _check_pair(observations, teacher_outputs, observation_shape, num_actions, where):
     observations, teacher_outputs = np.asarray(observations), np.asarray(teacher_outputs)
-    if observations.dtype == object or teacher_outputs.dtype == object:
+    if observations.dtype.hasobject or teacher_outputs.dtype.hasobject:
         raise ValueError(f"{where}: object arrays are not allowed.")
+    if observations.dtype.kind not in NUMERIC_KINDS:
+        raise ValueError(f"{where}: observations are not numeric (dtype {observations.dtype}).")
     if teacher_outputs.ndim != 2:
         raise ValueError(
             f"{where}: teacher_outputs must be [n, num_actions], got shape {teacher_outputs.shape}."
@@ -194,10 +300,21 @@ def _check_pair(observations, teacher_outputs, observation_shape, num_actions, w
         )
     if num_actions is not None and teacher_outputs.shape[1] != num_actions:
         raise ValueError(
-            f"{where}: teacher outputs have {teacher_outputs.shape[1]} actions, expected {num_actions}."
+            f"{where}: teacher outputs have {teacher_outputs.shape[1]} actions, "
+            f"expected {num_actions}."
         )
     if not np.issubdtype(teacher_outputs.dtype, np.floating):
-        raise ValueError(f"{where}: teacher outputs must be floating point, got {teacher_outputs.dtype}.")
-    if not np.all(np.isfinite(teacher_outputs)):
-        raise ValueError(f"{where}: teacher outputs contain NaN or inf.")
+        raise ValueError(
+            f"{where}: teacher outputs must be floating point, got {teacher_outputs.dtype}."
+        )
+    _check_finite(teacher_outputs, "teacher outputs", where)
+    if observations.dtype.kind == "f":
+        _check_finite(observations, "observations", where)
     return observations, teacher_outputs
+
+
+def _check_finite(array: np.ndarray, name: str, where) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        row = int(np.argmin(finite.reshape(len(array), -1).all(axis=1)))
+        raise ValueError(f"{where}: {name} contain NaN or inf (first in row {row}).")

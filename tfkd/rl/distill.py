@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from tfkd.rl.datasets import DistillationBuffer
 from tfkd.rl.envs import check_discrete, env_spec, make_vector_env
-from tfkd.rl.evaluation import action_agreement, evaluate_policy
+from tfkd.rl.evaluation import action_agreement, evaluate_policy, selection_seeds
 from tfkd.rl.policies import (
     EpsilonGreedyPolicy,
     GreedyPolicy,
@@ -263,9 +263,8 @@ def _evaluates(config: TeacherDrivenConfig, round_index: int, num_rounds: int) -
 
 def _student_return(config: TeacherDrivenConfig, student_outputs) -> tuple[float, float]:
     """Mean and std of the greedy student's return on the selection seeds."""
-    stats = evaluate_policy(
-        config.env_id, GreedyPolicy(student_outputs), config.eval_episodes, seed=config.seed
-    )
+    seeds = selection_seeds(config.seed, config.eval_episodes)
+    stats = evaluate_policy(config.env_id, GreedyPolicy(student_outputs), seeds)
     return stats.mean, stats.std
 
 

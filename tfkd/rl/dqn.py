@@ -22,7 +22,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfkd.rl.envs import env_spec, make_vector_env
-from tfkd.rl.evaluation import evaluate_policy
+from tfkd.rl.evaluation import evaluate_policy, selection_seeds
 from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy, network_outputs
 
 
@@ -201,8 +201,8 @@ def train_dqn(q_network: keras.Model, config: DQNConfig) -> DQNHistory:
 
 
 def _evaluate(q_outputs, q_network, config, step, history, best_return, best_weights):
-    stats = evaluate_policy(config.env_id, GreedyPolicy(q_outputs), config.eval_episodes,
-                            seed=config.seed + 1_000)
+    stats = evaluate_policy(config.env_id, GreedyPolicy(q_outputs),
+                            selection_seeds(config.seed, config.eval_episodes))
     history.eval_steps.append(step)
     history.eval_return_mean.append(stats.mean)
     history.eval_return_std.append(stats.std)

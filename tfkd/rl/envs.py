@@ -1,8 +1,9 @@
 """Gymnasium environments for distillation: creation, vectorisation, specs.
 
 Only discrete action spaces are supported: a teacher's outputs are one logit
-or Q-value per action. Every function raises a clear ``ValueError`` on an
-environment tfkd cannot distil.
+or Q-value per action; observations are vectors, or stacked frames for Atari
+(``ALE/...`` ids, :func:`is_atari`). Every function raises a clear one-line
+``ValueError`` on an environment tfkd cannot distil (:func:`check_discrete`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Callable
 
 import gymnasium as gym
 import numpy as np
+
+ATARI_PREFIX = "ALE/"
 
 
 @dataclass(frozen=True)
@@ -31,20 +34,69 @@ class EnvSpec:
     num_actions: int
 
 
-def check_discrete(action_space: gym.Space, env_id: str = "environment") -> int:
-    """Returns the number of actions, or raises if the space is not discrete.
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` is an Atari game (``ALE/...``): frame preprocessing and a CNN."""
+    return env_id.startswith(ATARI_PREFIX)
+
+
+def check_discrete(
+    action_space: gym.Space,
+    env_id: str = "environment",
+    observation_space: gym.Space | None = None,
+    allow_images: bool = True,
+) -> int:
+    """Returns the number of actions, or raises if tfkd cannot distil this env.
+
+    tfkd needs a ``Discrete`` action space starting at 0 and, when
+    ``observation_space`` is given, a ``Box`` observation space of rank 1
+    (vectors) or, with ``allow_images``, rank 3 (height, width, channels).
+
+    Args:
+        action_space: the (single) action space.
+        env_id: named in the error messages.
+        observation_space: the (single) observation space; not checked if None.
+        allow_images: accept rank-3 observations (the Atari path); False for
+            the MLP-only paths.
 
     Raises:
-        ValueError: for Box, MultiDiscrete or any other non-``Discrete`` space.
+        ValueError: one line naming the env and the offending space.
     """
     if not isinstance(action_space, gym.spaces.Discrete):
         raise ValueError(
-            f"{env_id} has action space {action_space}; tfkd.rl distils policies "
-            "over a discrete action space (gymnasium.spaces.Discrete) only."
+            f"{env_id} has action space {action_space}; tfkd distils policies over a "
+            "discrete action space (gymnasium.spaces.Discrete) only, so continuous-control "
+            "environments (e.g. Pendulum, LunarLanderContinuous) are not supported."
         )
     if int(action_space.start) != 0:
         raise ValueError(f"{env_id}: Discrete action spaces must start at 0, got {action_space}.")
+    if observation_space is not None:
+        _check_observation_space(observation_space, env_id, allow_images)
     return int(action_space.n)
+
+
+def _check_observation_space(space: gym.Space, env_id: str, allow_images: bool) -> None:
+    if not isinstance(space, gym.spaces.Box):
+        hint = (
+            " (flatten it with gymnasium.wrappers.FlattenObservation)"
+            if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple))
+            else ""
+        )
+        raise ValueError(
+            f"{env_id} has a {type(space).__name__} observation space {space}; tfkd needs a "
+            f"Box observation space{hint}."
+        )
+    ranks = (1, 3) if allow_images else (1,)
+    if len(space.shape) not in ranks:
+        kind = "vectors (rank 1)" + (" or images (rank 3)" if allow_images else "")
+        hint = (
+            ""
+            if allow_images
+            else "; image observations need the Atari path (frame preprocessing and a CNN): "
+            "use an ALE/... id"
+        )
+        raise ValueError(
+            f"{env_id} has observations of shape {space.shape}; tfkd needs {kind}{hint}."
+        )
 
 
 def env_spec(env: gym.Env | gym.vector.VectorEnv, env_id: str | None = None) -> EnvSpec:
@@ -55,9 +107,7 @@ def env_spec(env: gym.Env | gym.vector.VectorEnv, env_id: str | None = None) -> 
         observation_space, action_space = env.observation_space, env.action_space
     if env_id is None:
         env_id = env.spec.id if getattr(env, "spec", None) is not None else type(env).__name__
-    num_actions = check_discrete(action_space, env_id)
-    if observation_space.shape is None:
-        raise ValueError(f"{env_id}: observation space {observation_space} has no fixed shape.")
+    num_actions = check_discrete(action_space, env_id, observation_space)
     return EnvSpec(
         env_id=env_id,
         observation_shape=tuple(observation_space.shape),
@@ -75,13 +125,13 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
         seed: seeds the action space; pass the reset seed to ``env.reset``.
         **kwargs: forwarded to ``gymnasium.make``.
     """
-    if env_id.startswith("ALE/"):
-        import ale_py
+    if is_atari(env_id):
+        import ale_py  # optional dependency, needed for ALE/ ids only
 
         gym.register_envs(ale_py)
     env = gym.make(env_id, **kwargs)
     try:
-        check_discrete(env.action_space, env_id)
+        check_discrete(env.action_space, env_id, env.observation_space)
     except ValueError:
         env.close()
         raise
@@ -111,7 +161,7 @@ def make_vector_env(
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
     if env_fn is None:
-        make = make_atari_env if env_id.startswith("ALE/") else make_env
+        make = make_atari_env if is_atari(env_id) else make_env
         env_fn = lambda: make(env_id, **kwargs)  # noqa: E731
     factory = env_fn
     return gym.vector.SyncVectorEnv(

@@ -14,7 +14,11 @@ Policies used in distillation:
   Learning and Structured Prediction to No-Regret Online Learning");
 - :class:`EpsilonGreedyPolicy` — any policy, with a uniformly random action
   with probability ε (widens the visited state distribution, as in Rusu et
-  al. 2016, "Policy Distillation").
+  al. 2016, "Policy Distillation");
+- :class:`UniformRandomPolicy` — the baseline of the normalised score.
+
+Randomness comes only from the ``numpy.random.Generator`` a policy is called
+with, so a seeded generator makes a run reproducible.
 """
 
 from __future__ import annotations
@@ -159,6 +163,18 @@ class EpsilonGreedyPolicy(Policy):
             return actions
         explore = rng.random(len(actions)) < self.epsilon
         return np.where(explore, rng.integers(self.num_actions, size=len(actions)), actions)
+
+
+class UniformRandomPolicy(Policy):
+    """Picks each action uniformly at random from the ``rng`` it is called with."""
+
+    def __init__(self, num_actions: int):
+        if isinstance(num_actions, bool) or int(num_actions) != num_actions or num_actions < 1:
+            raise ValueError(f"num_actions must be a positive integer, got {num_actions!r}.")
+        self.num_actions = int(num_actions)
+
+    def __call__(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(self.num_actions, size=len(observations))
 
 
 def as_policy(policy_or_network: Policy | Network) -> Policy:
