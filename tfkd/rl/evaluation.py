@@ -187,3 +187,39 @@ class _RecordingPolicy(Policy):
     def __call__(self, observations, rng):
         self.observations.append(np.array(observations, dtype=np.float32))
         return self.policy(observations, rng)
+
+
+# --- TEMPORARY SHIM (rl-loops branch): stands in for the seed-based evaluation
+# API until it lands; the lead replaces this block with the real one. --------
+_evaluate_policy_by_count = evaluate_policy
+
+
+def selection_seeds(seed: int, n: int) -> list[int]:  # TEMPORARY SHIM
+    return [seed + k for k in range(n)]
+
+
+def evaluate_policy(env_id, policy, seeds=100, *args, num_envs=10, **kwargs):  # TEMPORARY SHIM
+    if isinstance(seeds, (int, np.integer)):  # the old (num_episodes, seed, ...) call
+        return _evaluate_policy_by_count(env_id, policy, seeds, *args, num_envs=num_envs, **kwargs)
+    seeds = list(seeds)
+    assert seeds == list(range(seeds[0], seeds[0] + len(seeds))), "shim: consecutive seeds only"
+    return _evaluate_policy_by_count(env_id, policy, len(seeds), seeds[0], num_envs, **kwargs)
+
+
+class _RandomPolicy(Policy):  # TEMPORARY SHIM
+    def __init__(self, num_actions):
+        self.num_actions = num_actions
+
+    def __call__(self, observations, rng):
+        return rng.integers(self.num_actions, size=len(observations))
+
+
+def random_policy(num_actions: int) -> Policy:  # TEMPORARY SHIM
+    return _RandomPolicy(num_actions)
+
+
+def normalized_score(mean_return, random_return, teacher_return):  # TEMPORARY SHIM
+    if teacher_return == random_return:
+        return None
+    return (mean_return - random_return) / (teacher_return - random_return)
+# --- end of TEMPORARY SHIM ----------------------------------------------------
