@@ -12,13 +12,14 @@ from tfkd.rl.datasets import (
     save_npz,
     to_tf_dataset,
 )
+from tfkd.rl.callbacks import RoundCSVLogger, RoundTensorBoard
+from tfkd.rl.checkpoint import CheckpointMismatchError
 from tfkd.rl.distill import (
     DistillationHistory,
-    StudentDrivenConfig,
-    TeacherDrivenConfig,
+    DistillConfig,
+    distill,
     distill_student_driven,
     distill_teacher_driven,
-    plot_history,
 )
 from tfkd.rl.dqn import DQNConfig, DQNHistory, train_dqn
 from tfkd.rl.envs import (
@@ -48,13 +49,17 @@ from tfkd.rl.policies import (
     as_policy,
     network_outputs,
 )
+from tfkd.rl.plotting import plot_history
 from tfkd.rl.rollouts import Rollout, RolloutCollector
+from tfkd.rl.seeding import seed_everything
 
 __all__ = [
+    "CheckpointMismatchError",
     "DQNConfig",
     "DQNHistory",
     "DatasetFileError",
     "DistillationBuffer",
+    "DistillConfig",
     "DistillationHistory",
     "EnvSpec",
     "EpsilonGreedyPolicy",
@@ -66,14 +71,15 @@ __all__ = [
     "ReturnStats",
     "Rollout",
     "RolloutCollector",
-    "StudentDrivenConfig",
-    "TeacherDrivenConfig",
+    "RoundCSVLogger",
+    "RoundTensorBoard",
     "action_agreement",
     "as_policy",
     "check_discrete",
     "check_observations",
     "compare_policies",
     "count_params",
+    "distill",
     "distill_student_driven",
     "distill_teacher_driven",
     "env_spec",
@@ -86,6 +92,7 @@ __all__ = [
     "network_outputs",
     "plot_history",
     "save_npz",
+    "seed_everything",
     "to_tf_dataset",
     "train_dqn",
 ]
