@@ -198,9 +198,10 @@ def selection_seeds(seed: int, n: int) -> list[int]:  # TEMPORARY SHIM
     return [seed + k for k in range(n)]
 
 
-def evaluate_policy(env_id, policy, seeds=100, *args, num_envs=10, **kwargs):  # TEMPORARY SHIM
-    if isinstance(seeds, (int, np.integer)):  # the old (num_episodes, seed, ...) call
-        return _evaluate_policy_by_count(env_id, policy, seeds, *args, num_envs=num_envs, **kwargs)
+def evaluate_policy(env_id, policy, seeds=None, *args, num_envs=10, **kwargs):  # TEMPORARY SHIM
+    if seeds is None or isinstance(seeds, (int, np.integer)):  # the old (num_episodes, seed) call
+        count = () if seeds is None else (seeds,)
+        return _evaluate_policy_by_count(env_id, policy, *count, *args, num_envs=num_envs, **kwargs)
     seeds = list(seeds)
     assert seeds == list(range(seeds[0], seeds[0] + len(seeds))), "shim: consecutive seeds only"
     return _evaluate_policy_by_count(env_id, policy, len(seeds), seeds[0], num_envs, **kwargs)
