@@ -297,6 +297,16 @@ def test_a_killed_run_resumes_after_its_last_checkpoint(cartpole_teacher, tmp_pa
     finished = distill(cartpole_teacher, fresh_student(), dataclasses.replace(config, checkpoint_dir=str(copy)))
     assert comparable(finished) == {**comparable(again), "resumed_from": 5}  # nothing left to run
 
-    with pytest.raises(CheckpointMismatchError, match="differ: seed"):
+    assert sorted(os.listdir(checkpoint_dir)) == ["latest.json", "round-000004"]
+    with pytest.raises(CheckpointMismatchError, match="differ: seed") as error:
         distill(cartpole_teacher, fresh_student(),
                 dataclasses.replace(config, seed=8, checkpoint_dir=str(checkpoint_dir)))
+    assert "\n" not in str(error.value)
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(cartpole_teacher, tmp_path):
+    path = tmp_path / "taken"
+    path.write_text("")
+    config = DistillConfig(**TINY, checkpoint_dir=str(path))
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        distill(cartpole_teacher, fresh_student(), config)

@@ -84,10 +84,10 @@ def save_round(path: str | os.PathLike, checkpoint: RoundCheckpoint) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    previous = _pointed_folder(path)
     _write_json_atomic(os.path.join(path, POINTER), {"round": checkpoint.round_index, "folder": folder})
-    if previous and previous != folder:
-        shutil.rmtree(os.path.join(path, previous), ignore_errors=True)
+    for name in os.listdir(path):  # older rounds, and staging folders of killed runs
+        if name.lstrip(".").startswith("round-") and name != folder:
+            shutil.rmtree(os.path.join(path, name), ignore_errors=True)
 
 
 def load_latest(path: str | os.PathLike, expected_fingerprint: str, settings: dict) -> RoundCheckpoint | None:

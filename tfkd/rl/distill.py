@@ -341,8 +341,9 @@ class _Run:
                 if config.checkpoint_dir is not None:
                     self._save(round_index)
                 bar.update(1)
+                mean = record["student_return_mean"]
                 bar.set_postfix(steps=record["env_steps"], loss=f"{record['loss']:.4f}",
-                                agree=f"{record['agreement']:.3f}", ret=record["student_return_mean"])
+                                agree=f"{record['agreement']:.3f}", ret="-" if mean is None else f"{mean:.1f}")
         except KeyboardInterrupt:
             history.interrupted = True
         finally:
