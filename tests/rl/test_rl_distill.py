@@ -135,7 +135,8 @@ def test_configs_are_checked(cartpole_teacher):
     with pytest.raises(ValueError, match="target_return"):
         DistillConfig(target_return=math.nan)
     with pytest.raises(ValueError, match="discrete action space"):
-        distill(cartpole_teacher, fresh_student(), DistillConfig(env_id="Pendulum-v1", progress=False))
+        config = DistillConfig(env_id="Pendulum-v1", progress=False)
+        distill(cartpole_teacher, fresh_student(), config)
     assert DistillConfig().keep_best  # the best round is kept unless asked otherwise
 
 
@@ -276,7 +277,8 @@ def test_a_killed_run_resumes_after_its_last_checkpoint(cartpole_teacher, tmp_pa
     shutil.copytree(checkpoint_dir, copy)
     config = DistillConfig(**RESUME_CONFIG)
     resumed_student = fresh_student()
-    resumed = distill(cartpole_teacher, resumed_student, dataclasses.replace(config, checkpoint_dir=str(checkpoint_dir)))
+    resuming = dataclasses.replace(config, checkpoint_dir=str(checkpoint_dir))
+    resumed = distill(cartpole_teacher, resumed_student, resuming)
     assert resumed.resumed_from == last_round + 1 and not resumed.interrupted
 
     uninterrupted = distill(cartpole_teacher, fresh_student(), config)
@@ -289,12 +291,13 @@ def test_a_killed_run_resumes_after_its_last_checkpoint(cartpole_teacher, tmp_pa
     assert resumed.teacher_return == uninterrupted.teacher_return
 
     again_student = fresh_student(5)  # its initial weights are replaced by the checkpoint's
-    again = distill(cartpole_teacher, again_student, dataclasses.replace(config, checkpoint_dir=str(copy)))
+    from_copy = dataclasses.replace(config, checkpoint_dir=str(copy))
+    again = distill(cartpole_teacher, again_student, from_copy)
     assert comparable(again) == comparable(resumed)
     for a, b in zip(again_student.get_weights(), resumed_student.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
-    finished = distill(cartpole_teacher, fresh_student(), dataclasses.replace(config, checkpoint_dir=str(copy)))
+    finished = distill(cartpole_teacher, fresh_student(), from_copy)
     assert comparable(finished) == {**comparable(again), "resumed_from": 5}  # nothing left to run
 
     assert sorted(os.listdir(checkpoint_dir)) == ["latest.json", "round-000004"]

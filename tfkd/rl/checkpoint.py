@@ -84,13 +84,16 @@ def save_round(path: str | os.PathLike, checkpoint: RoundCheckpoint) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _write_json_atomic(os.path.join(path, POINTER), {"round": checkpoint.round_index, "folder": folder})
+    pointer = {"round": checkpoint.round_index, "folder": folder}
+    _write_json_atomic(os.path.join(path, POINTER), pointer)
     for name in os.listdir(path):  # older rounds, and staging folders of killed runs
         if name.lstrip(".").startswith("round-") and name != folder:
             shutil.rmtree(os.path.join(path, name), ignore_errors=True)
 
 
-def load_latest(path: str | os.PathLike, expected_fingerprint: str, settings: dict) -> RoundCheckpoint | None:
+def load_latest(
+    path: str | os.PathLike, expected_fingerprint: str, settings: dict
+) -> RoundCheckpoint | None:
     """The last finished round under ``path``, or None if there is none.
 
     Raises:

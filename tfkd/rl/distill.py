@@ -62,7 +62,14 @@ from tfkd.rl.evaluation import (
     random_policy,
     selection_seeds,
 )
-from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy, MixturePolicy, Network, Policy, network_outputs
+from tfkd.rl.policies import (
+    EpsilonGreedyPolicy,
+    GreedyPolicy,
+    MixturePolicy,
+    Network,
+    Policy,
+    network_outputs,
+)
 from tfkd.rl.rollouts import RolloutCollector
 from tfkd.rl.seeding import check_seed, derived_seed, rng_streams, seed_everything
 
@@ -148,7 +155,9 @@ class DistillConfig:
         if self.control not in CONTROLS:
             raise ValueError(f"control must be one of {CONTROLS}, got {self.control!r}.")
         check_seed(self.seed)
-        for name in ("num_envs", "train_steps_per_round", "buffer_capacity", "batch_size", "eval_every"):
+        for name in (
+            "num_envs", "train_steps_per_round", "buffer_capacity", "batch_size", "eval_every"
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.eval_episodes < 0:
@@ -184,7 +193,8 @@ class DistillConfig:
 
     def settings(self) -> dict[str, Any]:
         """The fields that decide the results, as JSON values (for fingerprints and reports)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in WATCHING_FIELDS}
+        names = [f.name for f in fields(self) if f.name not in WATCHING_FIELDS]
+        values = {name: getattr(self, name) for name in names}
         values["distillation_loss"] = _describe(self.distillation_loss)
         return values
 
@@ -265,13 +275,19 @@ def distill(teacher: Network, student: keras.Model, config: DistillConfig) -> Di
         env.close()
 
 
-def distill_teacher_driven(teacher: Network, student: keras.Model, config: DistillConfig) -> DistillationHistory:
-    """:func:`distill` with the teacher in control (Rusu et al. 2016), whatever ``config.control`` says."""
+def distill_teacher_driven(
+    teacher: Network, student: keras.Model, config: DistillConfig
+) -> DistillationHistory:
+    """:func:`distill` with the teacher in control (Rusu et al. 2016), whatever
+    ``config.control`` says."""
     return distill(teacher, student, replace(config, control="teacher"))
 
 
-def distill_student_driven(teacher: Network, student: keras.Model, config: DistillConfig) -> DistillationHistory:
-    """:func:`distill` with the β-mixture in control (DAgger), whatever ``config.control`` says."""
+def distill_student_driven(
+    teacher: Network, student: keras.Model, config: DistillConfig
+) -> DistillationHistory:
+    """:func:`distill` with the β-mixture in control (DAgger), whatever
+    ``config.control`` says."""
     return distill(teacher, student, replace(config, control="student"))
 
 
@@ -295,18 +311,26 @@ class _Run:
             seed=int(self.rngs["buffer"].integers(2**31)),
         )
         self.distiller = Distiller(
-            student, teacher=None, distillation_loss=config.distillation_loss, temperature=config.temperature
+            student,
+            teacher=None,
+            distillation_loss=config.distillation_loss,
+            temperature=config.temperature,
         )
         self.distiller.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         self.distiller.optimizer.build(self.distiller.trainable_variables)
-        self.mixture = MixturePolicy(GreedyPolicy(self.teacher_outputs), GreedyPolicy(self.student_outputs), 1.0)
+        self.mixture = MixturePolicy(
+            GreedyPolicy(self.teacher_outputs), GreedyPolicy(self.student_outputs), 1.0
+        )
         self.control: Policy = self.mixture
         if config.epsilon > 0:
             self.control = EpsilonGreedyPolicy(self.mixture, spec.num_actions, config.epsilon)
-        self.seeds = selection_seeds(config.seed, config.eval_episodes) if config.eval_episodes else []
+        self.seeds = []
+        if config.eval_episodes:
+            self.seeds = selection_seeds(config.seed, config.eval_episodes)
         self.history = DistillationHistory(selection_seeds=list(self.seeds))
         self.plan = config.round_steps()
-        self.settings = {**config.settings(), "student_weight_shapes": [list(w.shape) for w in student.weights]}
+        shapes = [list(weight.shape) for weight in student.weights]
+        self.settings = {**config.settings(), "student_weight_shapes": shapes}
         self.fingerprint = checkpoints.fingerprint(self.settings)
         self.best_return, self.best_round, self.best_weights = -math.inf, -1, None
         self.finished_weights = student.get_weights()
@@ -326,7 +350,8 @@ class _Run:
         try:
             if start_round == 0 and self.seeds:
                 self._evaluate_baselines()
-            collector = RolloutCollector(self.env, self.teacher_outputs, seed=derived_seed(config.seed, start_round))
+            reset_seed = derived_seed(config.seed, start_round)
+            collector = RolloutCollector(self.env, self.teacher_outputs, seed=reset_seed)
             collector.rng = self.rngs["control"]
             collector.total_steps = history.env_steps[-1] if history.env_steps else 0
             for round_index in range(start_round, len(self.plan)):
@@ -342,8 +367,12 @@ class _Run:
                     self._save(round_index)
                 bar.update(1)
                 mean = record["student_return_mean"]
-                bar.set_postfix(steps=record["env_steps"], loss=f"{record['loss']:.4f}",
-                                agree=f"{record['agreement']:.3f}", ret="-" if mean is None else f"{mean:.1f}")
+                bar.set_postfix(
+                    steps=record["env_steps"],
+                    loss=f"{record['loss']:.4f}",
+                    agree=f"{record['agreement']:.3f}",
+                    ret="-" if mean is None else f"{mean:.1f}",
+                )
         except KeyboardInterrupt:
             history.interrupted = True
         finally:
@@ -379,7 +408,9 @@ class _Run:
             "beta": self.mixture.beta,
             "buffer_size": len(self.buffer),
             "loss": float(fit.history["loss"][-1]),
-            "agreement": action_agreement(self.teacher_outputs, self.student_outputs, rollout.observations),
+            "agreement": action_agreement(
+                self.teacher_outputs, self.student_outputs, rollout.observations
+            ),
             "control_return": float(np.mean(returns)) if returns else None,
             "student_return_mean": mean,
             "student_return_std": std,
@@ -413,8 +444,9 @@ class _Run:
     def _evaluate_baselines(self) -> None:
         """Teacher and uniform-random returns on the selection seeds, for the normalised score."""
         env_id = self.config.env_id
-        self.history.teacher_return = evaluate_policy(env_id, GreedyPolicy(self.teacher_outputs), self.seeds).mean
-        self.history.random_return = evaluate_policy(env_id, random_policy(self.num_actions), self.seeds).mean
+        teacher, uniform = GreedyPolicy(self.teacher_outputs), random_policy(self.num_actions)
+        self.history.teacher_return = evaluate_policy(env_id, teacher, self.seeds).mean
+        self.history.random_return = evaluate_policy(env_id, uniform, self.seeds).mean
 
     def _callbacks(self) -> list[keras.callbacks.Callback]:
         config = self.config
@@ -469,7 +501,8 @@ class _Run:
         self.history = DistillationHistory(**state["history"])
         self.student.set_weights(saved.student_weights)
         self.finished_weights = saved.student_weights
-        for variable, value in zip(self.distiller.optimizer.variables, saved.optimizer_variables, strict=True):
+        optimizer_variables = self.distiller.optimizer.variables
+        for variable, value in zip(optimizer_variables, saved.optimizer_variables, strict=True):
             variable.assign(value)
         self.buffer.set_state(saved.buffer_arrays, state["buffer"])
         for name, rng in self.rngs.items():
@@ -493,7 +526,10 @@ def _describe(value) -> Any:
     get_config = getattr(value, "get_config", None)
     if callable(get_config):
         try:
-            description["config"] = {k: v for k, v in get_config().items() if isinstance(v, (str, int, float, bool))}
+            config = get_config().items()
+            description["config"] = {
+                key: item for key, item in config if isinstance(item, (str, int, float, bool))
+            }
         except (NotImplementedError, TypeError):
             pass
     return description
