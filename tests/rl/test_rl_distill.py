@@ -218,6 +218,23 @@ def test_keyboard_interrupt_keeps_the_last_finished_round(cartpole_teacher, monk
         np.testing.assert_array_equal(kept, round_0)  # round 1's training is undone
 
 
+class InterruptAfter(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_checkpoints_its_finished_round_and_resumes(cartpole_teacher, tmp_path):
+    config = DistillConfig(**TINY, checkpoint_dir=str(tmp_path))
+    interrupted = distill(
+        cartpole_teacher, fresh_student(), dataclasses.replace(config, callbacks=[InterruptAfter()])
+    )
+    assert interrupted.interrupted and interrupted.num_rounds == 1
+    assert json.loads((tmp_path / "latest.json").read_text())["round"] == 0
+    resumed = distill(cartpole_teacher, fresh_student(), config)
+    assert resumed.resumed_from == 1 and resumed.num_rounds == 2 and not resumed.interrupted
+    assert resumed.loss[0] == interrupted.loss[0]
+
+
 RESUME_CONFIG = dict(
     total_env_steps=1_000, steps_per_round=200, train_steps_per_round=20, eval_episodes=2,
     epsilon=0.1, beta_decay=0.5, progress=False, seed=7,

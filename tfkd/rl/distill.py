@@ -35,7 +35,9 @@ deterministic but does not replay the uninterrupted run's later rounds.
 Ctrl-C (KeyboardInterrupt) ends the run at a clean point: the student gets
 back the weights of the last finished round (or of the best one, with
 ``keep_best``), and the history, which holds only finished rounds, says
-``interrupted=True``.
+``interrupted=True``. With ``checkpoint_dir``, a round that finished before
+the interrupt is checkpointed too (if its checkpoint was not yet written),
+so a rerun resumes after it.
 """
 
 from __future__ import annotations
@@ -336,6 +338,8 @@ class _Run:
         self.finished_weights = student.get_weights()
         self.stopped = False
         self.wall_offset = 0.0
+        self.in_round = False
+        self.saved_round = -1
 
     # ------------------------------------------------------------------ the loop
 
@@ -357,9 +361,11 @@ class _Run:
             for round_index in range(start_round, len(self.plan)):
                 if self.stopped:
                     break
+                self.in_round = True
                 record = self._round(collector, round_index)
                 record["wall_time_s"] = time.perf_counter() - started
                 self._finish_round(round_index, record)
+                self.in_round = False
                 for callback in callbacks:
                     callback.on_epoch_end(round_index, history.round_logs(round_index))
                 self.stopped = self._should_stop(round_index)
@@ -375,6 +381,11 @@ class _Run:
                 )
         except KeyboardInterrupt:
             history.interrupted = True
+            last_finished = history.num_rounds - 1
+            # Between rounds the state is that of the last finished round: keep it.
+            if config.checkpoint_dir is not None and not self.in_round:
+                if last_finished > self.saved_round:
+                    self._save(last_finished)
         finally:
             bar.close()
         self._keep_final_weights()
@@ -491,6 +502,7 @@ class _Run:
                 buffer_arrays=buffer_arrays,
             ),
         )
+        self.saved_round = round_index
 
     def _restore(self) -> int:
         """Loads the last finished round, if any; returns the round to start at."""
@@ -512,6 +524,7 @@ class _Run:
         self.best_return = -math.inf if best["return"] is None else best["return"]
         self.best_round, self.best_weights = best["round"], saved.best_weights
         self.stopped = state["stopped"]
+        self.saved_round = saved.round_index
         self.wall_offset = self.history.wall_time_s[-1]
         self.history.interrupted = False
         self.history.resumed_from = saved.round_index + 1
