@@ -224,15 +224,18 @@ class InterruptAfter(keras.callbacks.Callback):
 
 
 def test_an_interrupted_run_checkpoints_its_finished_round_and_resumes(cartpole_teacher, tmp_path):
-    config = DistillConfig(**TINY, checkpoint_dir=str(tmp_path))
+    rounds_csv = tmp_path / "rounds.csv"
+    config = DistillConfig(**TINY, checkpoint_dir=str(tmp_path / "run"), csv_path=str(rounds_csv))
     interrupted = distill(
         cartpole_teacher, fresh_student(), dataclasses.replace(config, callbacks=[InterruptAfter()])
     )
     assert interrupted.interrupted and interrupted.num_rounds == 1
-    assert json.loads((tmp_path / "latest.json").read_text())["round"] == 0
+    assert json.loads((tmp_path / "run" / "latest.json").read_text())["round"] == 0
     resumed = distill(cartpole_teacher, fresh_student(), config)
     assert resumed.resumed_from == 1 and resumed.num_rounds == 2 and not resumed.interrupted
     assert resumed.loss[0] == interrupted.loss[0]
+    with open(rounds_csv) as file:  # the restored round, then the new one
+        assert [float(row["loss"]) for row in csv.DictReader(file)] == pytest.approx(resumed.loss)
 
 
 RESUME_CONFIG = dict(
