@@ -37,8 +37,7 @@ import tensorflow as tf  # noqa: E402
 from tfkd.models import build_mlp, count_params  # noqa: E402
 from tfkd.rl import (  # noqa: E402
     DQNConfig,
-    StudentDrivenConfig,
-    TeacherDrivenConfig,
+    DistillConfig,
     compare_policies,
     distill_student_driven,
     distill_teacher_driven,
@@ -147,8 +146,8 @@ def run_env(env_id: str, episodes: int, seed: int, distill_steps: int | None = N
         keep_best=True, seed=seed,
     )
     runs = {
-        "teacher-driven": (distill_teacher_driven, TeacherDrivenConfig(**common, epsilon=0.05)),
-        "student-driven": (distill_student_driven, StudentDrivenConfig(**common, beta_decay=0.5)),
+        "teacher-driven": (distill_teacher_driven, DistillConfig(**common, control="teacher", epsilon=0.05)),
+        "student-driven": (distill_student_driven, DistillConfig(**common, control="student", beta_decay=0.5)),
     }
     rows, histories = [], {}
     for method, (distill, config) in runs.items():

@@ -47,7 +47,7 @@ def main():
         train_period=4, gradient_steps=1, epsilon_end=0.01, epsilon_decay_steps=250_000,
         target_update_period=2_000, eval_interval=100_000, eval_episodes=3,
         checkpoint_interval=100_000)
-    distill_config = rl.StudentDrivenConfig(
+    distill_config = rl.DistillConfig(
         env_id=ENV_ID, total_env_steps=args.distill_steps, steps_per_round=10_000,
         train_steps_per_round=2_000, buffer_capacity=100_000, batch_size=64, num_envs=4,
         eval_episodes=2)
@@ -55,7 +55,7 @@ def main():
         teacher_config = agents.DqnTeacherConfig(
             fc_layer_params=(16,), num_steps=16, initial_collect_steps=32, replay_capacity=64,
             batch_size=4, train_period=4, gradient_steps=1, eval_episodes=0)
-        distill_config = rl.StudentDrivenConfig(
+        distill_config = rl.DistillConfig(
             env_id=ENV_ID, total_env_steps=16, steps_per_round=8, train_steps_per_round=2,
             buffer_capacity=64, batch_size=4, num_envs=2, eval_episodes=0, progress=False)
 

@@ -32,7 +32,7 @@ def main():
     env_id = "CartPole-v1"
 
     teacher_config = agents.DqnTeacherConfig(target_return=490)
-    distill_config = rl.StudentDrivenConfig(env_id=env_id, total_env_steps=20_000,
+    distill_config = rl.DistillConfig(env_id=env_id, total_env_steps=20_000,
                                             steps_per_round=2_000, eval_episodes=5,
                                             target_return=490)
     episodes = 20
@@ -40,7 +40,7 @@ def main():
         teacher_config = agents.DqnTeacherConfig(fc_layer_params=(32,), num_steps=200,
                                                  initial_collect_steps=100, eval_interval=200,
                                                  eval_episodes=1)
-        distill_config = rl.StudentDrivenConfig(env_id=env_id, total_env_steps=200,
+        distill_config = rl.DistillConfig(env_id=env_id, total_env_steps=200,
                                                 steps_per_round=100, train_steps_per_round=10,
                                                 eval_episodes=1, progress=False)
         episodes = 2

@@ -40,7 +40,7 @@ def main():
     teacher_config = agents.DqnTeacherConfig(
         num_steps=args.teacher_steps, replay_capacity=100_000, learning_rate=5e-4,
         epsilon_decay_steps=50_000, eval_interval=20_000, eval_episodes=5, target_return=250)
-    distill_config = rl.StudentDrivenConfig(
+    distill_config = rl.DistillConfig(
         env_id=ENV_ID, total_env_steps=args.distill_steps, steps_per_round=5_000,
         train_steps_per_round=1_000, eval_episodes=5)
     episodes = args.episodes
@@ -48,7 +48,7 @@ def main():
         teacher_config = agents.DqnTeacherConfig(
             fc_layer_params=(32,), num_steps=200, initial_collect_steps=100, eval_interval=200,
             eval_episodes=1)
-        distill_config = rl.StudentDrivenConfig(
+        distill_config = rl.DistillConfig(
             env_id=ENV_ID, total_env_steps=200, steps_per_round=100, train_steps_per_round=10,
             eval_episodes=1, progress=False)
         episodes = 2

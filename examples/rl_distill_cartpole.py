@@ -33,7 +33,7 @@ else:
 
 # 2. Student-driven distillation into a 64x64 student (4,610 parameters, 1/15 of the teacher).
 student = tfkd.models.build_mlp((4,), 2, hidden_units=(64, 64), name="student")
-history = rl.distill_student_driven(teacher, student, rl.StudentDrivenConfig(
+history = rl.distill_student_driven(teacher, student, rl.DistillConfig(
     env_id=ENV_ID,
     total_env_steps=5_000,           # env steps the teacher labels
     steps_per_round=1_000,
@@ -41,7 +41,7 @@ history = rl.distill_student_driven(teacher, student, rl.StudentDrivenConfig(
     batch_size=128,
     distillation_loss="q_value_kl",  # KL to softmax(Q / 0.01) (Rusu et al. 2016)
     beta_decay=0.5,                  # teacher acts w.p. 1, 0.5, 0.25, ...
-    eval_episodes=20,                # selection episodes, seeds 0-19
+    eval_episodes=20,                # selection episodes: rl.evaluation.selection_seeds(seed, 20)
     keep_best=True,
 ))
 

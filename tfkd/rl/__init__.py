@@ -12,13 +12,14 @@ from tfkd.rl.datasets import (
     save_npz,
     to_tf_dataset,
 )
-from tfkd.rl.distill import (
+from tfkd.rl.callbacks import RoundCSVLogger, RoundTensorBoard
+from tfkd.rl.checkpoint import CheckpointMismatchError
+from tfkd.rl.loops import (
     DistillationHistory,
-    StudentDrivenConfig,
-    TeacherDrivenConfig,
+    DistillConfig,
+    distill,
     distill_student_driven,
     distill_teacher_driven,
-    plot_history,
 )
 from tfkd.rl.dqn import DQNConfig, DQNHistory, train_dqn
 from tfkd.rl.envs import (
@@ -53,12 +54,16 @@ from tfkd.rl.policies import (
     as_policy,
     network_outputs,
 )
+from tfkd.rl.plotting import plot_history
 from tfkd.rl.rollouts import Rollout, RolloutCollector
+from tfkd.rl.seeding import seed_everything
 
 __all__ = [
+    "CheckpointMismatchError",
     "DQNConfig",
     "DQNHistory",
     "DatasetFileError",
+    "DistillConfig",
     "DistillationBuffer",
     "DistillationHistory",
     "EnvSpec",
@@ -71,14 +76,15 @@ __all__ = [
     "ReturnStats",
     "Rollout",
     "RolloutCollector",
-    "StudentDrivenConfig",
-    "TeacherDrivenConfig",
+    "RoundCSVLogger",
+    "RoundTensorBoard",
     "UniformRandomPolicy",
     "action_agreement",
     "as_policy",
     "check_discrete",
     "check_observations",
     "compare_policies",
+    "distill",
     "distill_student_driven",
     "distill_teacher_driven",
     "env_spec",
@@ -95,6 +101,7 @@ __all__ = [
     "plot_history",
     "random_policy",
     "save_npz",
+    "seed_everything",
     "selection_seeds",
     "to_tf_dataset",
     "train_dqn",

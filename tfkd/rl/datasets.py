@@ -118,6 +118,30 @@ class DistillationBuffer:
         """Writes the held states to ``path`` (see :func:`save_npz`)."""
         save_npz(path, *self.arrays())
 
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """``(arrays, meta)``: the held states and the JSON-able rest, for checkpoints.
+
+        ``meta`` holds ``num_seen`` and the reservoir generator's state, so a
+        restored buffer replaces the same slots as the original would.
+        """
+        observations, teacher_outputs = self.arrays()
+        arrays = {"observations": observations, "teacher_outputs": teacher_outputs}
+        return arrays, {"num_seen": self.num_seen, "rng": self._rng.bit_generator.state}
+
+    def set_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restores what :meth:`get_state` returned (shapes are checked)."""
+        observations, teacher_outputs = _check_pair(
+            arrays["observations"], arrays["teacher_outputs"],
+            self.observation_shape, self.num_actions, "set_state",
+        )
+        if len(observations) > self.capacity:
+            raise ValueError(f"set_state: {len(observations)} states exceed capacity {self.capacity}.")
+        self._size = len(observations)
+        self._observations[: self._size] = observations
+        self._teacher_outputs[: self._size] = teacher_outputs
+        self.num_seen = int(meta["num_seen"])
+        self._rng.bit_generator.state = meta["rng"]
+
 
 def to_tf_dataset(
     observations: np.ndarray,

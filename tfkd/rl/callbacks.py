@@ -1,0 +1,96 @@
+"""Keras callbacks that watch a distillation run round by round.
+
+The loops call ``on_train_begin``, ``on_epoch_end(round_index, logs)`` after
+every round and ``on_train_end``, with the model set to the student. The
+logs of a round are::
+
+    return            mean return of the greedy student on the selection
+                      episodes (None in a round that is not evaluated)
+    normalized_score  (return - R_random) / (R_teacher - R_random) on the same
+                      episodes (None where undefined or not evaluated)
+    agreement         fraction of the round's visited states where student
+                      and teacher choose the same action
+    loss              the student's last training loss of the round
+    beta              probability that the teacher acted
+    buffer_size       labelled states held
+    env_steps         env steps collected so far
+
+Any ``keras.callbacks.Callback`` works; setting ``model.stop_training = True``
+(as ``keras.callbacks.EarlyStopping(monitor="return", mode="max")`` does) ends
+the run after the round.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import keras
+import tensorflow as tf
+
+LOG_KEYS = ("return", "normalized_score", "agreement", "loss", "beta", "buffer_size", "env_steps")
+
+
+class RoundCSVLogger(keras.callbacks.Callback):
+    """One CSV row per round, flushed as it is written (like ``keras.callbacks.CSVLogger``).
+
+    Columns: ``round`` then :data:`LOG_KEYS`; an empty cell is a None.
+
+    Args:
+        path: the CSV file; created with its parent folders, overwritten by
+            ``on_train_begin``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = os.fspath(path)
+        self._file = None
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        self._file = open(self.path, "w", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(("round", *LOG_KEYS))
+        self._file.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = [epoch] + ["" if logs.get(key) is None else logs[key] for key in LOG_KEYS]
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+
+class RoundTensorBoard(keras.callbacks.Callback):
+    """Writes each round's logs as ``tf.summary`` scalars (step = round index).
+
+    Args:
+        log_dir: the TensorBoard log folder.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self._writer.as_default():
+            for key, value in (logs or {}).items():
+                if value is not None:
+                    tf.summary.scalar(key, float(value), step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
