@@ -180,3 +180,11 @@ def test_callbacks_and_tensorboard_see_every_evaluation(tmp_path):
     assert set(logs[0][1]) >= {"return", "best_return", "env_steps", "loss", "epsilon"}
     assert np.isfinite(logs[1][1]["loss"]) and logs[1][1]["best_return"] >= logs[0][1]["return"]
     assert any(name.startswith("events.") for name in os.listdir(tmp_path / "tb"))
+
+
+def test_no_evaluations_keeps_the_last_weights_and_still_checkpoints(tmp_path):
+    config = dataclasses.replace(TINY, eval_episodes=0, checkpoint_dir=str(tmp_path / "ckpt"))
+    history = train_dqn(_tiny_network(), config)
+    assert history.eval_steps == [] and history.best_return is None
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["ckpt-400", "latest.json"]
+    json.dumps(history.as_dict(), allow_nan=False)

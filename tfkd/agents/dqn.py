@@ -225,16 +225,19 @@ def train_dqn_teacher(config: DQNConfig | None = None,
     teacher = QNetworkTeacher(network, config.env_id)
     reporter = TrainingReporter(config)
     step = int(env_step.numpy())
+    last_checked = step if folder else None
 
     def evaluate():
-        nonlocal best_weights
-        stats = evaluation.evaluate_policy(config.env_id, teacher, seeds)
+        nonlocal best_weights, last_checked
         teacher_io.check_finite(network.get_weights(), f"the Q-network at env step {step}")
-        epsilon = config.epsilon(step)
-        if history.record_evaluation(step, stats, reporter.take_mean_loss(), epsilon):
-            best_weights = network.get_weights()
-        reporter.evaluation(history)
-        bar.set_postfix(eval_return=f"{stats.mean:.1f}", best=f"{history.best_return:.1f}")
+        last_checked = step
+        if config.eval_episodes:
+            stats = evaluation.evaluate_policy(config.env_id, teacher, seeds)
+            epsilon = config.epsilon(step)
+            if history.record_evaluation(step, stats, reporter.take_mean_loss(), epsilon):
+                best_weights = network.get_weights()
+            reporter.evaluation(history)
+            bar.set_postfix(eval_return=f"{stats.mean:.1f}", best=f"{history.best_return:.1f}")
         if config.checkpoint_dir:
             history.env_steps = step
             history.wall_time_s = earlier_seconds + time.perf_counter() - start_time
@@ -252,7 +255,7 @@ def train_dqn_teacher(config: DQNConfig | None = None,
             bar.update(step - previous)
             if config.eval_every and step // config.eval_every > previous // config.eval_every:
                 evaluate()
-        if not history.eval_steps or history.eval_steps[-1] != step:
+        if last_checked != step:
             evaluate()
     finally:
         bar.close()

@@ -83,7 +83,8 @@ class DQNConfig:
         max_grad_norm: gradient clipping by global norm (None: no clipping).
         eval_every: env steps between greedy evaluations (0: only at the end).
         eval_episodes: episodes per evaluation, on ``selection_seeds(seed,
-            eval_episodes)``; at least 1.
+            eval_episodes)``. 0: no evaluations (the last weights are kept; each
+            ``eval_every`` still checkpoints).
         keep_best: end with (and save) the weights of the best evaluation; False:
             the last weights.
         target_return: stop early once an evaluation's mean return reaches this
@@ -140,12 +141,11 @@ class DQNConfig:
     def check(self) -> None:
         """Raises ``ValueError`` for a setting no backend can run."""
         for name in ("total_env_steps", "num_envs", "buffer_capacity", "batch_size",
-                     "train_every", "gradient_steps", "target_update_every", "eval_episodes",
-                     "n_step_update"):
+                     "train_every", "gradient_steps", "target_update_every", "n_step_update"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DQNConfig.{name} must be an integer >= 1, got {value!r}.")
-        for name in ("learning_starts", "eval_every", "seed"):
+        for name in ("learning_starts", "eval_every", "eval_episodes", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DQNConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
         if not 0.0 < self.target_update_tau <= 1.0:
@@ -313,6 +313,7 @@ class _State:
     history: DQNHistory = field(default_factory=DQNHistory)
     best_weights: list | None = None
     wall_time_s: float = 0.0
+    last_checked: int | None = None  # env step of the last evaluation / checkpoint
 
 
 def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = None) -> DQNHistory:
@@ -363,12 +364,14 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
                desc=f"DQN {config.env_id}", disable=not config.progress)
 
     def evaluate():
-        stats = _evaluation.evaluate_policy(config.env_id, GreedyPolicy(q_outputs), seeds)
         teacher_io.check_finite(q_network.get_weights(), f"the Q-network at env step {step}")
-        if history.record_evaluation(step, stats, reporter.take_mean_loss(), explore.epsilon):
-            state.best_weights = q_network.get_weights()
-        reporter.evaluation(history)
-        state.step, state.wall_time_s = step, time.perf_counter() - start
+        if config.eval_episodes:
+            stats = _evaluation.evaluate_policy(config.env_id, GreedyPolicy(q_outputs), seeds)
+            if history.record_evaluation(step, stats, reporter.take_mean_loss(), explore.epsilon):
+                state.best_weights = q_network.get_weights()
+            reporter.evaluation(history)
+        state.last_checked = state.step = history.env_steps = step
+        state.wall_time_s = history.wall_time_s = time.perf_counter() - start
         if config.checkpoint_dir:
             _save_checkpoint(config, state, q_network, target_network, optimizer, replay, rng)
 
@@ -405,8 +408,9 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
             if history.episode_returns:
                 bar.set_postfix(eps=f"{explore.epsilon:.2f}",
                                 ret=f"{np.mean(history.episode_returns[-20:]):.1f}",
-                                best=f"{history.best_return or float('nan'):.1f}")
-        if not history.eval_steps or history.eval_steps[-1] != step:
+                                best="-" if history.best_return is None
+                                else f"{history.best_return:.1f}")
+        if state.last_checked != step:
             evaluate()
         if config.keep_best and state.best_weights is not None:
             q_network.set_weights(state.best_weights)
@@ -474,7 +478,8 @@ def _restore(folder, config, q_network, target_network, optimizer, replay, rng) 
     except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
         raise ValueError(f"Cannot resume from checkpoint {folder!r}: {error}. Delete it or pass "
                          "another checkpoint_dir.") from None
-    return _State(step=saved["step"], next_train=saved["next_train"],
+    return _State(step=saved["step"], last_checked=saved["step"],
+                  next_train=saved["next_train"],
                   next_target=saved["next_target"], next_eval=saved["next_eval"],
                   history=history, best_weights=best if saved["has_best_weights"] else None,
                   wall_time_s=saved["wall_time_s"])
