@@ -168,6 +168,15 @@ def test_bad_teacher_and_checkpoint_directories(trained, tmp_path):
             TINY_DQN, env_id="Acrobot-v1", checkpoint_dir=str(root / "ckpt")))
 
 
+def test_same_seed_gives_the_same_teacher_and_history():
+    first, second = (agents.train_dqn_teacher(TINY_DQN) for _ in range(2))
+    for a, b in zip(first.teacher.variables, second.teacher.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    first_history, second_history = first.history.as_dict(), second.history.as_dict()
+    first_history.pop("wall_time_s"), second_history.pop("wall_time_s")
+    assert first_history == second_history
+
+
 def test_callbacks_and_tensorboard_see_every_evaluation(tmp_path):
     import keras
 

@@ -19,9 +19,11 @@ teacher folder follow :func:`tfkd.rl.dqn.train_dqn`:
 
 Determinism: ``seed`` fixes Python, NumPy and TensorFlow's global seed
 (network initialisation, TF-Agents' ε and replay sampling ops, which take
-their op seeds from it) and the env resets. TF-Agents' random ops cannot be
-given their own generator state, so a resumed run continues from fresh op
-seeds rather than where it stopped.
+their op seeds from it) and the env resets, so the same config twice gives
+the same weights and history (tested in one process). TF-Agents' random ops
+keep no generator state a checkpoint could hold, so a resumed run continues
+from fresh op seeds rather than where it stopped. Training-episode returns
+are not recorded (the driver runs inside a ``tf.function``).
 
 References:
   Mnih et al. 2015, "Human-level control through deep reinforcement

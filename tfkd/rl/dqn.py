@@ -166,6 +166,9 @@ class DQNConfig:
 class DQNHistory:
     """Returns of training episodes and of greedy evaluations (both backends).
 
+    ``episode_end_steps`` / ``episode_returns`` (training episodes) are
+    recorded by the Keras backend only; the evaluations by both.
+
     ``as_dict`` is strict JSON: a missing value (no loss yet, no evaluation)
     is null, never NaN or Infinity.
     """
