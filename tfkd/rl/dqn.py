@@ -279,7 +279,8 @@ class _Replay:
 
     def add(self, observations, actions, rewards, next_observations, terminated):
         index = (self.cursor + np.arange(len(actions))) % self.capacity
-        self.observations[index], self.actions[index], self.rewards[index] = observations, actions, rewards
+        self.observations[index], self.actions[index] = observations, actions
+        self.rewards[index] = rewards
         self.next_observations[index], self.terminated[index] = next_observations, terminated
         self.cursor = (self.cursor + len(actions)) % self.capacity
         self.size = min(self.capacity, self.size + len(actions))

@@ -60,7 +60,7 @@ def strict_json(value: Any) -> Any:
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
-    """Yields a temporary path next to ``path`` (same suffix); renames it onto ``path`` on success."""
+    """A temporary path next to ``path`` (same suffix), renamed onto ``path`` on success."""
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     stem, dot, suffix = name.partition(".")
