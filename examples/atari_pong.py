@@ -41,30 +41,31 @@ def main():
 
     # Mnih et al. 2015 / Dopamine settings, with a smaller replay memory
     # (TF-Agents allocates it up front: 28 KB per stacked observation).
-    teacher_config = agents.DqnTeacherConfig(
-        fc_layer_params=(512,), num_steps=args.teacher_steps, initial_collect_steps=20_000,
-        replay_capacity=100_000, batch_size=32, learning_rate=1e-4, gamma=0.99,
-        train_period=4, gradient_steps=1, epsilon_end=0.01, epsilon_decay_steps=250_000,
-        target_update_period=2_000, eval_interval=100_000, eval_episodes=3,
-        checkpoint_interval=100_000)
+    total_steps = 20_000 + args.teacher_steps  # 20k of random play first
+    teacher_config = agents.DQNConfig(
+        env_id=ENV_ID, hidden_units=(512,), total_env_steps=total_steps, learning_starts=20_000,
+        buffer_capacity=100_000, batch_size=32, learning_rate=1e-4, gamma=0.99,
+        train_every=4, gradient_steps=1, epsilon_final=0.01,
+        epsilon_fraction=min(1.0, 250_000 / total_steps), target_update_every=8_000,
+        eval_every=100_000, eval_episodes=3, checkpoint_dir=args.checkpoint_dir)
     distill_config = rl.DistillConfig(
         env_id=ENV_ID, total_env_steps=args.distill_steps, steps_per_round=10_000,
         train_steps_per_round=2_000, buffer_capacity=100_000, batch_size=64, num_envs=4,
         eval_episodes=2)
     if args.tiny:
-        teacher_config = agents.DqnTeacherConfig(
-            fc_layer_params=(16,), num_steps=16, initial_collect_steps=32, replay_capacity=64,
-            batch_size=4, train_period=4, gradient_steps=1, eval_episodes=0)
+        teacher_config = agents.DQNConfig(
+            env_id=ENV_ID, hidden_units=(16,), total_env_steps=48, learning_starts=32,
+            buffer_capacity=64, batch_size=4, train_every=4, gradient_steps=1, eval_every=0,
+            eval_episodes=0, checkpoint_dir=args.checkpoint_dir, progress=False)
         distill_config = rl.DistillConfig(
             env_id=ENV_ID, total_env_steps=16, steps_per_round=8, train_steps_per_round=2,
             buffer_capacity=64, batch_size=4, num_envs=2, eval_episodes=0, progress=False)
 
-    trained = agents.train_dqn_teacher(ENV_ID, teacher_config, checkpoint_dir=args.checkpoint_dir,
-                                       progress=not args.tiny)
+    trained = agents.train_dqn_teacher(teacher_config)
     teacher = trained.teacher
     student = tfkd.models.build_nature_cnn(6, filters=(16, 32, 32), dense_units=128,
                                            name="student")
-    print(f"teacher: {teacher.count_params():,} parameters; "
+    print(f"teacher: {tfkd.models.count_params(teacher):,} parameters; "
           f"student: {tfkd.models.count_params(student):,}")
     rl.distill_student_driven(teacher, student, distill_config)
     if args.tiny:

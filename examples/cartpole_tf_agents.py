@@ -13,6 +13,7 @@
 """
 
 import argparse
+import dataclasses
 import os
 
 # TF-Agents needs tf.keras = Keras 2; this must be set before TensorFlow loads.
@@ -31,21 +32,23 @@ def main():
     args = parser.parse_args()
     env_id = "CartPole-v1"
 
-    teacher_config = agents.DqnTeacherConfig(target_return=490)
+    teacher_config = agents.DQNConfig(
+        env_id=env_id, total_env_steps=51_000, train_every=16, gradient_steps=8, batch_size=128,
+        epsilon_final=0.02, eval_every=2_500, eval_episodes=5, target_return=490)
     distill_config = rl.DistillConfig(env_id=env_id, total_env_steps=20_000,
                                             steps_per_round=2_000, eval_episodes=5,
                                             target_return=490)
     episodes = 20
     if args.tiny:
-        teacher_config = agents.DqnTeacherConfig(fc_layer_params=(32,), num_steps=200,
-                                                 initial_collect_steps=100, eval_interval=200,
-                                                 eval_episodes=1)
+        teacher_config = dataclasses.replace(
+            teacher_config, hidden_units=(32,), total_env_steps=300, learning_starts=100,
+            eval_every=200, eval_episodes=1, target_return=None, progress=False)
         distill_config = rl.DistillConfig(env_id=env_id, total_env_steps=200,
                                                 steps_per_round=100, train_steps_per_round=10,
                                                 eval_episodes=1, progress=False)
         episodes = 2
 
-    trained = agents.train_dqn_teacher(env_id, teacher_config, progress=not args.tiny)
+    trained = agents.train_dqn_teacher(teacher_config)
     teacher = trained.teacher  # observations -> Q-values; a frozen tf_keras network
 
     student = tfkd.models.build_mlp((4,), 2, hidden_units=(32,), name="student")
@@ -54,8 +57,8 @@ def main():
     # The Keras 3 student as a TF-Agents policy, run by a TF-Agents driver.
     env = agents.GymnasiumEnvironment(env_id, seed=123)
     policy = agents.StudentPolicy(student, env.time_step_spec(), env.action_spec())
-    mean, std, _ = agents.evaluate_policy(policy, env, num_episodes=episodes)
-    print(f"student as a TF-Agents policy: return {mean:.1f} ± {std:.1f}")
+    stats = agents.evaluate_policy(policy, env, num_episodes=episodes)
+    print(f"student as a TF-Agents policy: return {stats.mean:.1f} ± {stats.std:.1f}")
 
     comparison = rl.compare_policies(env_id, teacher, student, num_episodes=episodes)
     for name, stats, params in (

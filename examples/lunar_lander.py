@@ -13,6 +13,7 @@ Training is checkpointed: run the script again and it resumes.
 """
 
 import argparse
+import dataclasses
 import os
 
 # TF-Agents needs tf.keras = Keras 2; this must be set before TensorFlow loads.
@@ -37,25 +38,26 @@ def main():
                         help="a few hundred steps only (a smoke test)")
     args = parser.parse_args()
 
-    teacher_config = agents.DqnTeacherConfig(
-        num_steps=args.teacher_steps, replay_capacity=100_000, learning_rate=5e-4,
-        epsilon_decay_steps=50_000, eval_interval=20_000, eval_episodes=5, target_return=250)
+    total_steps = 1_000 + args.teacher_steps  # 1k of random play first
+    teacher_config = agents.DQNConfig(
+        env_id=ENV_ID, total_env_steps=total_steps, buffer_capacity=100_000, learning_rate=5e-4,
+        train_every=16, gradient_steps=8, batch_size=128, epsilon_final=0.02,
+        epsilon_fraction=min(1.0, 50_000 / total_steps), eval_every=20_000, eval_episodes=5,
+        target_return=250, checkpoint_dir=args.checkpoint_dir)
     distill_config = rl.DistillConfig(
         env_id=ENV_ID, total_env_steps=args.distill_steps, steps_per_round=5_000,
         train_steps_per_round=1_000, eval_episodes=5)
     episodes = args.episodes
     if args.tiny:
-        teacher_config = agents.DqnTeacherConfig(
-            fc_layer_params=(32,), num_steps=200, initial_collect_steps=100, eval_interval=200,
-            eval_episodes=1)
+        teacher_config = dataclasses.replace(
+            teacher_config, hidden_units=(32,), total_env_steps=300, learning_starts=100,
+            eval_every=200, eval_episodes=1, target_return=None, progress=False)
         distill_config = rl.DistillConfig(
             env_id=ENV_ID, total_env_steps=200, steps_per_round=100, train_steps_per_round=10,
             eval_episodes=1, progress=False)
         episodes = 2
 
-    trained = agents.train_dqn_teacher(ENV_ID, teacher_config,
-                                       checkpoint_dir=args.checkpoint_dir,
-                                       progress=not args.tiny)
+    trained = agents.train_dqn_teacher(teacher_config)
     print(f"teacher: best greedy return during training {trained.best_return:.1f}")
 
     student = tfkd.models.build_mlp((8,), 4, hidden_units=(64,), name="student")

@@ -14,6 +14,7 @@ environment is touched until the student is evaluated.
 """
 
 import argparse
+import dataclasses
 import os
 
 # TF-Agents (used only to make the dataset) needs tf.keras = Keras 2.
@@ -32,11 +33,14 @@ def make_dataset(path, tiny):
     """Trains a TF-Agents DQN teacher and saves its labelled replay memory."""
     from tfkd import agents
 
-    config = (agents.DqnTeacherConfig(fc_layer_params=(32,), num_steps=200,
-                                      initial_collect_steps=100, eval_interval=200,
-                                      eval_episodes=1)
-              if tiny else agents.DqnTeacherConfig(target_return=490))
-    trained = agents.train_dqn_teacher(ENV_ID, config, progress=not tiny)
+    config = agents.DQNConfig(
+        env_id=ENV_ID, total_env_steps=51_000, train_every=16, gradient_steps=8, batch_size=128,
+        epsilon_final=0.02, eval_every=2_500, eval_episodes=5, target_return=490)
+    if tiny:
+        config = dataclasses.replace(config, hidden_units=(32,), total_env_steps=300,
+                                     learning_starts=100, eval_every=200, eval_episodes=1,
+                                     target_return=None, progress=False)
+    trained = agents.train_dqn_teacher(config)
     observations, teacher_outputs = agents.replay_buffer_arrays(trained.replay_buffer,
                                                                 trained.teacher)
     rl.save_npz(path, observations, teacher_outputs)

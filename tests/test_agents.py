@@ -1,5 +1,7 @@
 """tfkd.agents: the TF-Agents integration (TF_USE_LEGACY_KERAS=1 from conftest)."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -22,19 +24,19 @@ from tf_agents.trajectories import time_step as ts  # noqa: E402
 from tfkd import agents  # noqa: E402
 from tfkd.agents import dqn as agents_dqn  # noqa: E402
 
-TINY_DQN = agents.DqnTeacherConfig(
-    fc_layer_params=(16,), num_steps=120, initial_collect_steps=64, replay_capacity=1000,
-    train_period=4, gradient_steps=2,
-    batch_size=16, epsilon_decay_steps=100, target_update_period=20, eval_interval=60,
-    eval_episodes=1, checkpoint_interval=60)
+TINY_DQN = agents.DQNConfig(
+    env_id="CartPole-v1", hidden_units=(16,), total_env_steps=180, learning_starts=60,
+    buffer_capacity=1000, train_every=4, gradient_steps=2, batch_size=16,
+    epsilon_fraction=0.5, target_update_every=40, eval_every=60, eval_episodes=1,
+    progress=False)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny DQN teacher on CartPole, saved and checkpointed."""
     root = tmp_path_factory.mktemp("dqn")
-    result = agents.train_dqn_teacher("CartPole-v1", TINY_DQN, out_dir=str(root / "teacher"),
-                                      checkpoint_dir=str(root / "ckpt"), progress=False)
+    config = dataclasses.replace(TINY_DQN, checkpoint_dir=str(root / "ckpt"))
+    result = agents.train_dqn_teacher(config, out_dir=str(root / "teacher"))
     return result, root
 
 
@@ -83,39 +85,117 @@ def test_import_without_legacy_keras_says_what_to_set():
 
 
 def test_train_save_load_and_resume(trained, tmp_path):
+    from tfkd.models import count_params
+
     result, root = trained
-    updates_per_step = TINY_DQN.gradient_steps / TINY_DQN.train_period
-    assert int(result.agent.train_step_counter.numpy()) == TINY_DQN.num_steps * updates_per_step
-    assert [step for step, _ in result.history] == [60, 120]
+    updates_per_step = TINY_DQN.gradient_steps / TINY_DQN.train_every
+    trained_steps = TINY_DQN.total_env_steps - TINY_DQN.learning_starts
+    assert int(result.agent.train_step_counter.numpy()) == trained_steps * updates_per_step
+    assert result.history.eval_steps == [120, 180]
+    assert result.best_return == max(result.history.eval_return_mean)
     loaded = agents.load_dqn_teacher(str(root / "teacher"))
     observations = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
     np.testing.assert_allclose(loaded(observations), result.teacher(observations), rtol=1e-6)
-    assert loaded.count_params() == result.teacher.count_params() == 4 * 16 + 16 + 16 * 2 + 2
-    # Resuming from the checkpoint continues the step count instead of restarting.
-    longer = agents_dqn.DqnTeacherConfig(**{**TINY_DQN.__dict__, "num_steps": 180})
-    resumed = agents.train_dqn_teacher("CartPole-v1", longer, checkpoint_dir=str(root / "ckpt"),
-                                       progress=False)
-    assert [step for step, _ in resumed.history] == [180]
-    assert int(resumed.agent.train_step_counter.numpy()) == 180 * updates_per_step
+    assert count_params(loaded) == count_params(result.teacher) == 4 * 16 + 16 + 16 * 2 + 2
+    # Resuming from the checkpoint continues the step count and the history.
+    longer = dataclasses.replace(TINY_DQN, total_env_steps=240, checkpoint_dir=str(root / "ckpt"))
+    resumed = agents.train_dqn_teacher(longer)
+    assert resumed.history.eval_steps == [120, 180, 240]
+    assert resumed.best_return >= result.best_return
+    assert int(resumed.agent.train_step_counter.numpy()) == (240 - 60) * updates_per_step
 
 
-def test_bad_teacher_and_checkpoint_directories(tmp_path):
+def test_rerun_of_a_finished_run_keeps_the_best_teacher(tmp_path):
+    config = dataclasses.replace(TINY_DQN, checkpoint_dir=str(tmp_path / "ckpt"))
+    first = agents.train_dqn_teacher(config, out_dir=str(tmp_path / "a"))
+    again = agents.train_dqn_teacher(config, out_dir=str(tmp_path / "b"))
+    assert again.history.eval_steps == first.history.eval_steps
+    assert again.best_return == first.best_return
+    observations = np.random.default_rng(4).normal(size=(8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(again.teacher(observations), first.teacher(observations))
+    with open(tmp_path / "b" / "teacher.json", encoding="utf-8") as file:
+        description = json.load(file, parse_constant=_reject_constant)
+    assert description["best_return"] == first.best_return
+    assert description["history"]["eval_steps"] == [120, 180]
+    assert description["selection_seeds"] == first.history.selection_seeds
+
+
+def _reject_constant(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def test_nan_weights_are_an_error_not_a_save(trained, tmp_path):
+    result, _ = trained
+    broken = agents.TrainedDqnTeacher(agent=result.agent, teacher=result.teacher,
+                                      env_id="CartPole-v1", history=result.history)
+    saved = [v.numpy().copy() for v in result.teacher.variables]
+    try:
+        result.teacher.variables[0].assign(np.full(saved[0].shape, np.nan, np.float32))
+        with pytest.raises(ValueError, match="NaN"):
+            agents.save_dqn_teacher(broken, TINY_DQN, str(tmp_path / "teacher"))
+    finally:
+        for variable, value in zip(result.teacher.variables, saved):
+            variable.assign(value)
+    assert not (tmp_path / "teacher" / "teacher.json").exists()
+
+
+def test_bad_teacher_and_checkpoint_directories(trained, tmp_path):
+    _, root = trained
+    with pytest.raises(FileNotFoundError, match="No teacher folder"):
+        agents.load_dqn_teacher(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="teacher.json"):
         agents.load_dqn_teacher(str(tmp_path))
-    (tmp_path / "teacher.json").write_text('{"env_id": "CartPole-v1", "fc_layer_params": [16]}')
+    description = {"backend": "tf-agents", "env_id": "CartPole-v1", "hidden_units": [16]}
+    (tmp_path / "teacher.json").write_text(json.dumps(description))
     with pytest.raises(ValueError, match="Q-network weights"):
+        agents.load_dqn_teacher(str(tmp_path))
+    (tmp_path / "teacher.json").write_text(json.dumps({**description, "env_id": "NoSuchEnv-v9"}))
+    with pytest.raises(ValueError, match="unknown environment id 'NoSuchEnv-v9'"):
         agents.load_dqn_teacher(str(tmp_path))
     (tmp_path / "teacher.json").write_text("{not json")
     with pytest.raises(ValueError, match="Corrupt"):
         agents.load_dqn_teacher(str(tmp_path))
     corrupt = tmp_path / "ckpt"
     corrupt.mkdir()
-    (corrupt / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n')
-    (corrupt / "ckpt-5.index").write_bytes(b"garbage")
-    (corrupt / "ckpt-5.data-00000-of-00001").write_bytes(b"garbage")
+    (corrupt / "latest.json").write_text('{"checkpoint": "ckpt-5"}')
+    (corrupt / "ckpt-5").mkdir()
+    (corrupt / "ckpt-5" / "state.json").write_text('{"env_id": "CartPole-v1"}')
+    (corrupt / "ckpt-5" / "agent.index").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="Cannot resume"):
-        agents.train_dqn_teacher("CartPole-v1", TINY_DQN, checkpoint_dir=str(corrupt),
-                                 progress=False)
+        agents.train_dqn_teacher(dataclasses.replace(TINY_DQN, checkpoint_dir=str(corrupt)))
+    with pytest.raises(ValueError, match="Cannot resume"):
+        agents.train_dqn_teacher(dataclasses.replace(
+            TINY_DQN, env_id="Acrobot-v1", checkpoint_dir=str(root / "ckpt")))
+
+
+def test_same_seed_gives_the_same_teacher_and_history():
+    first, second = (agents.train_dqn_teacher(TINY_DQN) for _ in range(2))
+    for a, b in zip(first.teacher.variables, second.teacher.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    first_history, second_history = first.history.as_dict(), second.history.as_dict()
+    first_history.pop("wall_time_s"), second_history.pop("wall_time_s")
+    assert first_history == second_history
+
+
+def test_callbacks_and_tensorboard_see_every_evaluation(tmp_path):
+    import keras
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.logs = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.logs.append((epoch, logs))
+
+    record = Record()
+    config = dataclasses.replace(TINY_DQN, total_env_steps=120, callbacks=[record],
+                                 tensorboard_dir=str(tmp_path / "tb"))
+    agents.train_dqn_teacher(config)
+    assert [index for index, _ in record.logs] == [0]
+    assert set(record.logs[0][1]) >= {"return", "best_return", "env_steps", "loss", "epsilon"}
+    assert record.logs[0][1]["env_steps"] == 120 and np.isfinite(record.logs[0][1]["loss"])
+    assert any(name.startswith("events.") for name in os.listdir(tmp_path / "tb"))
 
 
 def test_as_teacher_from_agent_network_policy_and_saved_policy(trained):
@@ -158,8 +238,9 @@ def test_student_policy_runs_in_tf_agents_drivers_and_metrics():
     student = build_mlp((4,), 2, hidden_units=(8,))
     py_env = agents.GymnasiumEnvironment("CartPole-v1", seed=0)
     policy = agents.StudentPolicy(student, py_env.time_step_spec(), py_env.action_spec())
-    mean, std, returns = agents.evaluate_policy(policy, py_env, num_episodes=3)
-    assert len(returns) == 3 and mean == pytest.approx(np.mean(returns)) and std >= 0
+    stats = agents.evaluate_policy(policy, py_env, num_episodes=3)
+    assert stats.num_episodes == 3 and stats.mean == pytest.approx(np.mean(stats.returns))
+    assert stats.std >= 0
     tf_env = tf_py_environment.TFPyEnvironment(agents.GymnasiumEnvironment("CartPole-v1", seed=0))
     metric = tf_metrics.AverageReturnMetric()
     sampling = agents.StudentPolicy(student, tf_env.time_step_spec(), tf_env.action_spec(),

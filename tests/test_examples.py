@@ -28,7 +28,7 @@ def test_cartpole_tf_agents(tmp_path):
 def test_lunar_lander(tmp_path):
     pytest.importorskip("Box2D")
     out = run_example("lunar_lander.py", tmp_path, "--checkpoint-dir", str(tmp_path / "ckpt"))
-    assert "student:" in out and (tmp_path / "ckpt" / "checkpoint").is_file()
+    assert "student:" in out and (tmp_path / "ckpt" / "latest.json").is_file()
 
 
 def test_offline_npz(tmp_path):

@@ -4,7 +4,8 @@
   ``PyEnvironment`` (TF-Agents 0.19 ships no gymnasium wrapper).
 * :func:`train_dqn_teacher` / :func:`load_dqn_teacher` — train a DQN teacher
   with TF-Agents' ``DqnAgent`` (replay buffer, driver, target network,
-  checkpoints that resume) and save it.
+  checkpoints that resume) and save it; its settings are
+  :class:`tfkd.rl.dqn.DQNConfig` (re-exported here), shared with the Keras DQN.
 * :func:`as_teacher` — a ``DqnAgent``, ``QNetwork`` or policy as a tfkd
   teacher: a callable ``observations -> Q-values`` for :class:`tfkd.Distiller`
   and ``tfkd.rl``.
@@ -54,26 +55,25 @@ def _check_keras2() -> None:
 _check_keras2()
 
 from tfkd.agents.dqn import (  # noqa: E402
-    DqnTeacherConfig,
     TrainedDqnTeacher,
     load_dqn_teacher,
     save_dqn_teacher,
     train_dqn_teacher,
 )
-from tfkd.agents.environment import GymnasiumEnvironment, check_discrete_vector_env  # noqa: E402
+from tfkd.agents.environment import GymnasiumEnvironment  # noqa: E402
 from tfkd.agents.policies import StudentPolicy, evaluate_policy  # noqa: E402
 from tfkd.agents.replay import replay_buffer_arrays, replay_buffer_dataset  # noqa: E402
 from tfkd.agents.teachers import PolicyTeacher, QNetworkTeacher, as_teacher  # noqa: E402
+from tfkd.rl.dqn import DQNConfig  # noqa: E402
 
 __all__ = [
-    "DqnTeacherConfig",
+    "DQNConfig",
     "GymnasiumEnvironment",
     "PolicyTeacher",
     "QNetworkTeacher",
     "StudentPolicy",
     "TrainedDqnTeacher",
     "as_teacher",
-    "check_discrete_vector_env",
     "evaluate_policy",
     "load_dqn_teacher",
     "replay_buffer_arrays",

@@ -1,17 +1,29 @@
 """Train a DQN teacher with TF-Agents' ``DqnAgent``, checkpoint it, save it.
 
 The pieces are TF-Agents' own: a ``QNetwork`` (an MLP, or the Nature CNN for
-Atari), a ``DqnAgent`` with a target network and epsilon-greedy exploration,
-a ``TFUniformReplayBuffer`` filled by a ``DynamicStepDriver``, and a
-``common.Checkpointer`` that saves agent, replay buffer and step counter so an
-interrupted run resumes where it stopped.
+Atari), a ``DqnAgent`` (or ``DdqnAgent``) with a target network and
+epsilon-greedy exploration, a ``TFUniformReplayBuffer`` filled by a
+``DynamicStepDriver``. The settings are :class:`tfkd.rl.dqn.DQNConfig`, the
+same as the Keras DQN's; selection, checkpoints, callbacks and the saved
+teacher folder follow :func:`tfkd.rl.dqn.train_dqn`:
 
-The trained teacher is saved in a directory that loads without pickle:
+* each evaluation runs the greedy Q-network on
+  ``selection_seeds(config.seed, config.eval_episodes)`` episodes with
+  ``tfkd.rl.evaluation.evaluate_policy``; the best weights are kept;
+* ``checkpoint_dir/ckpt-<step>/`` holds the agent (networks, optimizer, step
+  counter), the replay buffer, the env step, the best weights and the
+  history; ``latest.json`` names the newest; a run given the folder resumes;
+* the teacher folder (:mod:`tfkd.rl.teacher_io`) holds ``teacher.json``,
+  ``q_network.*`` (a ``tf.train.Checkpoint`` of the Q-network) and
+  ``policy/`` (the greedy policy as a ``PolicySaver`` SavedModel).
 
-* ``teacher.json`` — what rebuilds the ``QNetwork`` (env id, layer sizes);
-* ``q_network-*`` — its weights (a ``tf.train.Checkpoint``);
-* ``policy/`` — the greedy policy as a SavedModel (``PolicySaver``), for
-  serving with TF-Agents or TensorFlow alone.
+Determinism: ``seed`` fixes Python, NumPy and TensorFlow's global seed
+(network initialisation, TF-Agents' ε and replay sampling ops, which take
+their op seeds from it) and the env resets, so the same config twice gives
+the same weights and history (tested in one process). TF-Agents' random ops
+keep no generator state a checkpoint could hold, so a resumed run continues
+from fresh op seeds rather than where it stopped. Training-episode returns
+are not recorded (the driver runs inside a ``tf.function``).
 
 References:
   Mnih et al. 2015, "Human-level control through deep reinforcement
@@ -20,13 +32,14 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tf_agents.agents.dqn import dqn_agent
@@ -37,70 +50,22 @@ from tf_agents.policies import policy_saver, random_tf_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
+from tqdm.auto import tqdm
 
 from tfkd.agents.environment import GymnasiumEnvironment
-from tfkd.agents.policies import evaluate_policy
 from tfkd.agents.teachers import QNetworkTeacher
+from tfkd.models import count_params
+from tfkd.rl import teacher_io
+from tfkd.rl.dqn import DQNConfig, DQNHistory, TrainingReporter
+from tfkd.rl import evaluation
+from tfkd.rl.envs import make_atari_env, make_env
 
-__all__ = ["DqnTeacherConfig", "TrainedDqnTeacher", "build_q_network", "load_dqn_teacher",
-           "make_tf_agents_env", "train_dqn_teacher"]
+__all__ = ["TrainedDqnTeacher", "build_q_network", "load_dqn_teacher", "make_tf_agents_env",
+           "save_dqn_teacher", "train_dqn_teacher"]
 
-TEACHER_CONFIG_FILE = "teacher.json"
 Q_NETWORK_PREFIX = "q_network"
 POLICY_DIR = "policy"
 NATURE_CNN_CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
-
-
-@dataclass
-class DqnTeacherConfig:
-    """Hyperparameters of a DQN teacher (defaults: double DQN that solves CartPole-v1).
-
-    Attributes:
-      fc_layer_params: hidden layer sizes of the Q-network's dense part.
-      num_steps: environment steps of training (after the random ones).
-      initial_collect_steps: random-policy steps that fill the replay buffer first.
-      train_period: environment steps collected between rounds of updates.
-      gradient_steps: gradient steps per round of updates.
-      replay_capacity: replay buffer size, in transitions.
-      batch_size: transitions per gradient step.
-      learning_rate: Adam learning rate.
-      gamma: discount factor of the TD target.
-      n_step_update: length of the n-step TD return.
-      epsilon_start, epsilon_end, epsilon_decay_steps: linear epsilon schedule.
-      target_update_period: gradient steps between target-network updates.
-      target_update_tau: weight of the online network in each target update
-        (1.0: a hard copy).
-      double_q: use double DQN targets (van Hasselt et al. 2016, ``DdqnAgent``).
-      gradient_clipping: global-norm clip of the gradients (None: no clipping).
-      eval_interval: steps between greedy evaluations (the best is kept).
-      eval_episodes: episodes per evaluation (0: never evaluate; keep the last weights).
-      target_return: stop once an evaluation reaches this mean return.
-      checkpoint_interval: steps between checkpoints (with ``checkpoint_dir``).
-      seed: seeds TensorFlow and the environments.
-    """
-
-    fc_layer_params: Sequence[int] = (256, 256)
-    num_steps: int = 50_000
-    initial_collect_steps: int = 1_000
-    train_period: int = 16
-    gradient_steps: int = 8
-    replay_capacity: int = 50_000
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    gamma: float = 0.99
-    n_step_update: int = 1
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.02
-    epsilon_decay_steps: int = 10_000
-    target_update_period: int = 250
-    target_update_tau: float = 1.0
-    double_q: bool = True
-    gradient_clipping: float | None = 10.0
-    eval_interval: int = 2_500
-    eval_episodes: int = 5
-    target_return: float | None = None
-    checkpoint_interval: int = 5_000
-    seed: int = 0
 
 
 @dataclass
@@ -111,9 +76,8 @@ class TrainedDqnTeacher:
       agent: the TF-Agents ``DqnAgent``.
       teacher: its Q-network as a tfkd teacher (``observations -> Q-values``).
       env_id: the gymnasium id it was trained on.
-      history: ``(step, mean greedy return)`` of each evaluation.
-      best_return: the best mean evaluation return (its weights are kept).
-      seconds: wall time of training.
+      history: the evaluations and training episodes (:class:`tfkd.rl.dqn.DQNHistory`).
+      seconds: wall time of training (this process's part of it).
       replay_buffer: the ``TFUniformReplayBuffer`` it trained from (see
         :func:`tfkd.agents.replay_buffer_dataset`).
     """
@@ -121,10 +85,14 @@ class TrainedDqnTeacher:
     agent: dqn_agent.DqnAgent
     teacher: QNetworkTeacher
     env_id: str
+    history: DQNHistory
     replay_buffer: Any = None
-    history: list = field(default_factory=list)
-    best_return: float = float("-inf")
     seconds: float = 0.0
+
+    @property
+    def best_return(self) -> float | None:
+        """The best mean evaluation return (its weights are the teacher's with keep_best)."""
+        return self.history.best_return
 
 
 def make_tf_agents_env(env_id: str, seed: int | None = None) -> GymnasiumEnvironment:
@@ -133,15 +101,13 @@ def make_tf_agents_env(env_id: str, seed: int | None = None) -> GymnasiumEnviron
     ``ALE/...`` ids get the DQN frame preprocessing (84×84×4 uint8,
     ``tfkd.rl.envs.make_atari_env``); other ids must have vector observations.
     """
-    from tfkd.rl.envs import make_atari_env, make_env
-
     if env_id.startswith("ALE/"):
         return GymnasiumEnvironment(make_atari_env(env_id), seed=seed, allow_images=True)
     return GymnasiumEnvironment(make_env(env_id), seed=seed)
 
 
 def build_q_network(observation_spec, action_spec,
-                    fc_layer_params: Sequence[int]) -> q_network.QNetwork:
+                    hidden_units: Sequence[int]) -> q_network.QNetwork:
     """A TF-Agents ``QNetwork``: an MLP, or the Nature CNN for image observations."""
     if len(observation_spec.shape) == 3:  # Atari frames, uint8 in [0, 255].
         # TF-Agents 0.19 samples a random input to build the network and computes
@@ -153,207 +119,244 @@ def build_q_network(observation_spec, action_spec,
             observation_spec, action_spec,
             preprocessing_layers=tf.keras.layers.Rescaling(1.0 / 255),
             conv_layer_params=NATURE_CNN_CONV_LAYERS,
-            fc_layer_params=tuple(fc_layer_params))
-    return q_network.QNetwork(observation_spec, action_spec,
-                              fc_layer_params=tuple(fc_layer_params))
+            fc_layer_params=tuple(hidden_units))
+    return q_network.QNetwork(observation_spec, action_spec, fc_layer_params=tuple(hidden_units))
 
 
-def _linear_epsilon(env_step: tf.Variable, config: DqnTeacherConfig) -> Callable[[], tf.Tensor]:
+def _epsilon_schedule(env_step: tf.Variable, config: DQNConfig) -> Callable[[], tf.Tensor]:
+    """:meth:`DQNConfig.epsilon` on the env-step counter, as TF-Agents wants it."""
+    decay_steps = max(1.0, config.epsilon_fraction * config.total_env_steps)
+
     def epsilon() -> tf.Tensor:
-        fraction = tf.minimum(
-            1.0, tf.cast(env_step, tf.float32) / float(config.epsilon_decay_steps))
-        return config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start)
+        fraction = tf.minimum(1.0, tf.cast(env_step, tf.float32) / decay_steps)
+        return config.epsilon_initial + fraction * (config.epsilon_final - config.epsilon_initial)
     return epsilon
 
 
-def _make_agent(tf_env, config: DqnTeacherConfig, env_step: tf.Variable) -> dqn_agent.DqnAgent:
+def _make_agent(tf_env, config: DQNConfig, env_step: tf.Variable) -> dqn_agent.DqnAgent:
     observation_spec = tensor_spec.from_spec(tf_env.observation_spec())
     action_spec = tensor_spec.from_spec(tf_env.action_spec())
     agent_class = dqn_agent.DdqnAgent if config.double_q else dqn_agent.DqnAgent
+    # TF-Agents counts target updates in gradient steps; the config in env steps.
+    target_update_period = max(1, round(
+        config.target_update_every * config.gradient_steps / config.train_every))
     agent = agent_class(
         tf_env.time_step_spec(), action_spec,
-        q_network=build_q_network(observation_spec, action_spec, config.fc_layer_params),
+        q_network=build_q_network(observation_spec, action_spec, config.hidden_units),
         optimizer=tf.keras.optimizers.Adam(learning_rate=config.learning_rate),
-        epsilon_greedy=_linear_epsilon(env_step, config),
+        epsilon_greedy=_epsilon_schedule(env_step, config),
         n_step_update=config.n_step_update,
-        target_update_period=config.target_update_period,
+        target_update_period=target_update_period,
         target_update_tau=config.target_update_tau,
         td_errors_loss_fn=common.element_wise_huber_loss,
         gamma=config.gamma,
-        gradient_clipping=config.gradient_clipping)
+        gradient_clipping=config.max_grad_norm)
     agent.initialize()
     return agent
 
 
-def _open_checkpointer(checkpoint_dir: str, **objects) -> common.Checkpointer:
-    """A ``Checkpointer`` over ``objects``, restored from ``checkpoint_dir`` if it holds one."""
-    try:
-        checkpointer = common.Checkpointer(ckpt_dir=checkpoint_dir, max_to_keep=1, **objects)
-        if checkpointer.checkpoint_exists:
-            checkpointer.initialize_or_restore().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as error:
-        raise ValueError(
-            f"Cannot resume from checkpoint directory {checkpoint_dir!r}: it is corrupt or "
-            f"was written for another environment or network ({error}). Delete it or pass "
-            "another checkpoint directory.") from error
-    return checkpointer
-
-
-def train_dqn_teacher(env_id: str, config: DqnTeacherConfig | None = None,
-                      out_dir: str | None = None, checkpoint_dir: str | None = None,
-                      progress: bool = True) -> TrainedDqnTeacher:
+def train_dqn_teacher(config: DQNConfig | None = None,
+                      out_dir: str | None = None) -> TrainedDqnTeacher:
     """Trains a DQN teacher with TF-Agents and optionally saves it.
 
-    Each round collects ``train_period`` transitions with the epsilon-greedy
-    policy, then takes ``gradient_steps`` updates on uniform replay batches —
-    one compiled ``tf.function`` per round. Every ``eval_interval`` env steps
-    the greedy policy is evaluated; the best weights are kept and returned,
-    and training stops early once ``target_return`` is reached.
+    First ``learning_starts`` env steps of uniformly random play fill the
+    replay buffer. Then each round collects ``train_every`` transitions with
+    the ε-greedy policy and takes ``gradient_steps`` updates on uniform replay
+    batches — one compiled ``tf.function`` per round. Every ``eval_every`` env
+    steps (and at the end) the greedy Q-network is evaluated on the selection
+    episodes; with ``keep_best`` the best weights are kept and saved, and
+    training stops early once ``target_return`` is reached.
 
     Args:
-      env_id: a gymnasium id with a discrete action space.
-      config: hyperparameters (defaults: :class:`DqnTeacherConfig`).
+      config: the settings (:class:`tfkd.rl.dqn.DQNConfig`; ``num_envs`` is
+        not used: TF-Agents steps one env).
       out_dir: where to save the teacher (see module docstring); None: don't.
-      checkpoint_dir: where to checkpoint agent, replay buffer and step; a run
-        given the same directory resumes from its last checkpoint.
-      progress: show a tqdm progress bar.
 
     Returns:
       A :class:`TrainedDqnTeacher`.
 
     Raises:
-      ValueError: for an unsupported environment or a corrupt checkpoint.
+      ValueError: for a bad config, an unsupported environment or a checkpoint
+        that does not fit this run.
+      tfkd.rl.teacher_io.NonFiniteError: if the loss or the weights go NaN / inf.
     """
-    config = config or DqnTeacherConfig()
-    _check_config(config)
-    tf.random.set_seed(config.seed)
+    config = config or DQNConfig()
+    config.check()
+    teacher_io.check_directory(out_dir, "out_dir")
+    keras.utils.set_random_seed(config.seed)
     start_time = time.perf_counter()
-    tf_env = tf_py_environment.TFPyEnvironment(make_tf_agents_env(env_id, seed=config.seed))
-    eval_env = make_tf_agents_env(env_id, seed=config.seed + 10_000)
+    tf_env = tf_py_environment.TFPyEnvironment(make_tf_agents_env(config.env_id, seed=config.seed))
     env_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="env_step")
     agent = _make_agent(tf_env, config, env_step)
-
+    network = agent._q_network
     replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec, batch_size=tf_env.batch_size,
-        max_length=config.replay_capacity)
+        max_length=config.buffer_capacity)
     collect_driver = dynamic_step_driver.DynamicStepDriver(
         tf_env, agent.collect_policy, observers=[replay_buffer.add_batch],
-        num_steps=config.train_period)
+        num_steps=config.train_every)
+    checkpoint = tf.train.Checkpoint(agent=agent, policy=agent.policy,
+                                     replay_buffer=replay_buffer, env_step=env_step)
+    seeds = evaluation.selection_seeds(config.seed, config.eval_episodes)
+    history, best_weights = DQNHistory(selection_seeds=list(seeds)), None
+    folder = config.checkpoint_dir and teacher_io.latest_checkpoint(config.checkpoint_dir)
+    if folder:
+        history, best_weights = _restore(folder, config, checkpoint)
+    earlier_seconds = history.wall_time_s
 
-    checkpointer = None
-    if checkpoint_dir:
-        checkpointer = _open_checkpointer(
-            checkpoint_dir, agent=agent, policy=agent.policy, replay_buffer=replay_buffer,
-            env_step=env_step)
-
-    if int(env_step.numpy()) == 0:
+    if int(env_step.numpy()) == 0 and config.learning_starts > 0:
         random_policy = random_tf_policy.RandomTFPolicy(tf_env.time_step_spec(),
                                                         tf_env.action_spec())
         dynamic_step_driver.DynamicStepDriver(
             tf_env, random_policy, observers=[replay_buffer.add_batch],
-            num_steps=config.initial_collect_steps).run()
+            num_steps=config.learning_starts).run()
+        env_step.assign(config.learning_starts)
 
     @common.function(autograph=True)
-    def train_iteration(time_step):
-        """``train_period`` epsilon-greedy env steps, then ``gradient_steps`` updates."""
+    def train_round(time_step):
+        """``train_every`` ε-greedy env steps, then ``gradient_steps`` updates; the mean loss."""
         time_step, _ = collect_driver.run(time_step)
-        env_step.assign_add(config.train_period)
-        loss = tf.constant(0.0)
+        env_step.assign_add(config.train_every)
+        total = tf.constant(0.0)
         for _ in tf.range(config.gradient_steps):
             experience, _ = replay_buffer.get_next(sample_batch_size=config.batch_size,
                                                    num_steps=config.n_step_update + 1)
-            loss = agent.train(experience).loss
-        return time_step, loss
+            total += agent.train(experience).loss
+        return time_step, total / config.gradient_steps
 
-    result = TrainedDqnTeacher(agent=agent, teacher=QNetworkTeacher(agent._q_network, env_id),
-                               env_id=env_id, replay_buffer=replay_buffer)
-    best_weights = None
-    time_step = tf_env.reset()
+    teacher = QNetworkTeacher(network, config.env_id)
+    reporter = TrainingReporter(config)
     step = int(env_step.numpy())
-    bar = _progress_bar(config.num_steps, step, f"DQN teacher {env_id}", progress)
-    while step < config.num_steps:
-        time_step, loss = train_iteration(time_step)
-        previous, step = step, int(env_step.numpy())
-        bar.update(step - previous)
-        done = step >= config.num_steps
-        evaluate = done or step // config.eval_interval > previous // config.eval_interval
-        if evaluate and config.eval_episodes > 0:
-            mean_return, _, _ = evaluate_policy(agent.policy, eval_env, config.eval_episodes)
-            result.history.append((step, mean_return))
-            bar.set_postfix(loss=f"{float(loss):.3f}", eval_return=f"{mean_return:.1f}")
-            if mean_return > result.best_return:
-                result.best_return = mean_return
-                best_weights = agent._q_network.get_weights()
-            if config.target_return is not None and mean_return >= config.target_return:
-                done = True
-        if checkpointer and (done or step // config.checkpoint_interval
-                             > previous // config.checkpoint_interval):
-            checkpointer.save(global_step=env_step)
-        if done:
-            break
-    bar.close()
-    if best_weights is not None:
-        agent._q_network.set_weights(best_weights)
-    result.seconds = time.perf_counter() - start_time
+    last_checked = step if folder else None
+
+    def evaluate():
+        nonlocal best_weights, last_checked
+        teacher_io.check_finite(network.get_weights(), f"the Q-network at env step {step}")
+        last_checked = step
+        if config.eval_episodes:
+            stats = evaluation.evaluate_policy(config.env_id, teacher, seeds)
+            epsilon = config.epsilon(step)
+            if history.record_evaluation(step, stats, reporter.take_mean_loss(), epsilon):
+                best_weights = network.get_weights()
+            reporter.evaluation(history)
+            bar.set_postfix(eval_return=f"{stats.mean:.1f}", best=f"{history.best_return:.1f}")
+        if config.checkpoint_dir:
+            history.env_steps = step
+            history.wall_time_s = earlier_seconds + time.perf_counter() - start_time
+            _save_checkpoint(config, step, checkpoint, history, best_weights)
+
+    bar = _progress_bar(config.total_env_steps, step, f"DQN teacher {config.env_id}",
+                        config.progress)
+    reporter.train_begin()
+    time_step = tf_env.reset()
+    try:
+        while step < config.total_env_steps and not _reached(config, history):
+            time_step, loss = train_round(time_step)
+            reporter.add_loss(float(loss))
+            previous, step = step, int(env_step.numpy())
+            bar.update(step - previous)
+            if config.eval_every and step // config.eval_every > previous // config.eval_every:
+                evaluate()
+        if last_checked != step:
+            evaluate()
+    finally:
+        bar.close()
+        tf_env.close()
+    if config.keep_best and best_weights is not None:
+        network.set_weights(best_weights)
+    history.env_steps = step
+    history.wall_time_s = earlier_seconds + time.perf_counter() - start_time
+    reporter.train_end()
+    result = TrainedDqnTeacher(agent=agent, teacher=teacher, env_id=config.env_id,
+                               history=history, replay_buffer=replay_buffer,
+                               seconds=time.perf_counter() - start_time)
     if out_dir:
         save_dqn_teacher(result, config, out_dir)
-    tf_env.close()
-    eval_env.close()
     return result
 
 
-def _check_config(config: DqnTeacherConfig) -> None:
-    for name in ("num_steps", "train_period", "gradient_steps", "batch_size", "replay_capacity",
-                 "eval_interval", "checkpoint_interval", "epsilon_decay_steps"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"DqnTeacherConfig.{name} must be >= 1, got {getattr(config, name)}.")
+def _reached(config: DQNConfig, history: DQNHistory) -> bool:
+    return (config.target_return is not None and history.best_return is not None
+            and history.best_return >= config.target_return)
 
 
-def save_dqn_teacher(trained: TrainedDqnTeacher, config: DqnTeacherConfig, out_dir: str,
+def _save_checkpoint(config, step, checkpoint, history, best_weights) -> None:
+    def write(folder):
+        checkpoint.write(os.path.join(folder, "agent"))
+        np.savez(os.path.join(folder, "best_weights.npz"), *(best_weights or []))
+        teacher_io.write_json(os.path.join(folder, "state.json"), {
+            "format": "tfkd.agents.dqn.checkpoint/1", "env_id": config.env_id, "step": step,
+            "has_best_weights": best_weights is not None, "history": history.as_dict(),
+            "config": config.as_dict()})
+
+    teacher_io.save_checkpoint(config.checkpoint_dir, step, write)
+
+
+def _restore(folder, config, checkpoint) -> tuple[DQNHistory, list | None]:
+    try:
+        with open(os.path.join(folder, "state.json"), encoding="utf-8") as file:
+            saved = json.load(file)
+        if saved["env_id"] != config.env_id:
+            raise ValueError(f"it was written for {saved['env_id']}, not {config.env_id}")
+        checkpoint.read(os.path.join(folder, "agent")).assert_existing_objects_matched()
+        with np.load(os.path.join(folder, "best_weights.npz"), allow_pickle=False) as arrays:
+            best = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        history = DQNHistory.from_dict(saved["history"])
+    except (OSError, tf.errors.OpError, AssertionError, KeyError, TypeError, ValueError,
+            json.JSONDecodeError) as error:
+        raise ValueError(
+            f"Cannot resume from checkpoint {folder!r}: it is corrupt or was written for "
+            f"another environment or network ({error}). Delete it or pass another "
+            "checkpoint_dir.") from None
+    return history, best if saved["has_best_weights"] else None
+
+
+def save_dqn_teacher(trained: TrainedDqnTeacher, config: DQNConfig, out_dir: str,
                      save_policy: bool = True) -> None:
-    """Saves a trained teacher: JSON config, Q-network weights, greedy policy SavedModel."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Saves a teacher folder: ``teacher.json``, Q-network weights, greedy policy SavedModel.
+
+    Every file is renamed into place once complete, ``teacher.json`` last.
+
+    Raises:
+      tfkd.rl.teacher_io.NonFiniteError: if the weights hold NaN or inf.
+    """
     network = trained.agent._q_network
-    description = {
-        "format": "tfkd.agents.dqn/1",
-        "env_id": trained.env_id,
-        "fc_layer_params": list(config.fc_layer_params),
-        "params": trained.teacher.count_params(),
-        "best_return": trained.best_return,
-        "config": dataclasses.asdict(config),
-    }
-    with open(os.path.join(out_dir, TEACHER_CONFIG_FILE), "w", encoding="utf-8") as file:
-        json.dump(description, file, indent=2)
-    tf.train.Checkpoint(q_network=network).write(os.path.join(out_dir, Q_NETWORK_PREFIX))
+    teacher_io.check_finite(network.get_weights(), "the Q-network")
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".q_network.tmp-", dir=out_dir) as temporary:
+        tf.train.Checkpoint(q_network=network).write(os.path.join(temporary, Q_NETWORK_PREFIX))
+        for name in os.listdir(temporary):
+            os.replace(os.path.join(temporary, name), os.path.join(out_dir, name))
     if save_policy:
-        policy_saver.PolicySaver(trained.agent.policy, batch_size=None).save(
-            os.path.join(out_dir, POLICY_DIR))
+        teacher_io.replace_directory(
+            lambda folder: policy_saver.PolicySaver(trained.agent.policy, batch_size=None)
+            .save(folder), os.path.join(out_dir, POLICY_DIR))
+    teacher_io.write_teacher_description(out_dir, {
+        "backend": "tf-agents", "env_id": trained.env_id,
+        "hidden_units": list(config.hidden_units), "params": count_params(trained.teacher),
+        "best_return": trained.history.best_return,
+        "selection_seeds": trained.history.selection_seeds,
+        "history": trained.history.as_dict(), "config": config.as_dict()})
 
 
 def load_dqn_teacher(teacher_dir: str) -> QNetworkTeacher:
     """Loads a teacher saved by :func:`train_dqn_teacher` (no pickle involved).
 
     Raises:
-      FileNotFoundError: if ``teacher_dir`` holds no saved teacher.
-      ValueError: if its files are corrupt or do not match each other.
+      FileNotFoundError: if ``teacher_dir`` or its ``teacher.json`` is missing.
+      ValueError: if its files are corrupt, do not match each other, or name an
+        unknown env id.
     """
-    config_path = os.path.join(teacher_dir, TEACHER_CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(
-            f"No tfkd DQN teacher in {teacher_dir!r}: {TEACHER_CONFIG_FILE} is missing "
-            "(train one with `tfkd train-teacher --out DIR`).")
-    try:
-        with open(config_path, encoding="utf-8") as file:
-            description = json.load(file)
-        env_id = description["env_id"]
-        fc_layer_params = [int(units) for units in description["fc_layer_params"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"Corrupt teacher description {config_path!r}: {error}") from error
+    description = teacher_io.read_teacher_description(teacher_dir)
+    if description.get("backend") != "tf-agents":
+        raise ValueError(f"{teacher_dir!r} holds a {description.get('backend')!r} teacher; "
+                         "load it with tfkd.rl.dqn.load_dqn_teacher.")
+    env_id = description["env_id"]
     env = make_tf_agents_env(env_id)
     observation_spec = tensor_spec.from_spec(env.observation_spec())
     action_spec = tensor_spec.from_spec(env.action_spec())
     env.close()
-    network = build_q_network(observation_spec, action_spec, fc_layer_params)
+    network = build_q_network(observation_spec, action_spec, description["hidden_units"])
     network.create_variables()
     try:
         tf.train.Checkpoint(q_network=network).read(
@@ -361,12 +364,10 @@ def load_dqn_teacher(teacher_dir: str) -> QNetworkTeacher:
     except (tf.errors.OpError, AssertionError, ValueError) as error:
         raise ValueError(
             f"Cannot read the Q-network weights in {teacher_dir!r}: missing, corrupt or not "
-            f"matching {TEACHER_CONFIG_FILE} ({error}).") from error
+            f"matching {teacher_io.TEACHER_FILE} ({error}).") from None
     return QNetworkTeacher(network, env_id=env_id)
 
 
 def _progress_bar(total: int, initial: int, description: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=description, disable=not enabled,
-                unit="step", mininterval=1.0, dynamic_ncols=True)
+    return tqdm(total=total, initial=min(initial, total), desc=description,
+                disable=not enabled, unit="step", mininterval=1.0, dynamic_ncols=True)

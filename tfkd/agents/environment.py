@@ -27,31 +27,15 @@ from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
-__all__ = ["GymnasiumEnvironment", "check_discrete_vector_env"]
+from tfkd.rl.envs import check_discrete
+
+__all__ = ["GymnasiumEnvironment"]
 
 
-def check_discrete_vector_env(env: gym.Env, allow_images: bool = False) -> None:
-    """Checks that an environment has what the MLP path of tfkd needs.
-
-    Args:
-      env: a gymnasium environment.
-      allow_images: accept observations of rank 3 (height, width, channels),
-        as the Atari path does.
-
-    Raises:
-      ValueError: if the action space is not ``Discrete``, or the observation
-        space is not a ``Box`` of rank 1 (or rank 3 with ``allow_images``).
-    """
-    env_id = env.spec.id if env.spec is not None else type(env).__name__
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise ValueError(
-            f"{env_id}: tfkd needs a discrete action space, got {env.action_space}. "
-            "Continuous-control environments (e.g. Pendulum, LunarLanderContinuous) "
-            "are not supported.")
-    space = env.observation_space
+def _check_observation_rank(env_id: str, space: gym.Space, allow_images: bool) -> None:
+    """Vector observations (rank 1), or frames (rank 3) with ``allow_images``."""
     if not isinstance(space, gym.spaces.Box):
-        raise ValueError(
-            f"{env_id}: tfkd needs a Box observation space, got {space}.")
+        raise ValueError(f"{env_id}: tfkd needs a Box observation space, got {space}.")
     ranks = (1, 3) if allow_images else (1,)
     if len(space.shape) not in ranks:
         kind = "vector (rank 1)" + (" or image (rank 3)" if allow_images else "")
@@ -75,8 +59,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
       discount: discount of every non-terminal step (the agent applies its own
         ``gamma`` on top; 1.0 is what TF-Agents' suites use).
       seed: seed of the first reset; later resets continue the sequence.
-      allow_images: accept image observations (see
-        :func:`check_discrete_vector_env`).
+      allow_images: accept image observations (rank 3), as the Atari path does.
       **make_kwargs: passed to ``gymnasium.make`` when ``env`` is an id.
 
     Raises:
@@ -88,10 +71,11 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
                  allow_images: bool = False, **make_kwargs: Any) -> None:
         super().__init__(handle_auto_reset=True)
         self._env = gym.make(env, **make_kwargs) if isinstance(env, str) else env
-        check_discrete_vector_env(self._env, allow_images=allow_images)
+        env_id = self._env.spec.id if self._env.spec is not None else type(self._env).__name__
+        check_discrete(self._env.action_space, env_id)
+        _check_observation_rank(env_id, self._env.observation_space, allow_images)
         self._discount = np.float32(discount)
         self._seed = seed
-        self._action_offset = int(self._env.action_space.start)
         space = self._env.observation_space
         if np.issubdtype(space.dtype, np.integer):  # Frames: bounded, e.g. uint8 in [0, 255].
             self._observation_spec = array_spec.BoundedArraySpec(
@@ -124,7 +108,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         return ts.restart(self._observation(observation))
 
     def _step(self, action: Any) -> ts.TimeStep:
-        action = int(np.asarray(action).item()) + self._action_offset
+        action = int(np.asarray(action).item())
         observation, reward, terminated, truncated, _ = self._env.step(action)
         observation = self._observation(observation)
         reward = np.float32(reward)

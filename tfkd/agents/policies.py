@@ -5,7 +5,10 @@ observations to logits or Q-values) as a ``TFPolicy``: greedy by default, or
 sampling from ``softmax(outputs / temperature)``. TF-Agents drivers, metrics
 and ``PyTFEagerPolicy`` then use it like any other policy.
 :func:`evaluate_policy` runs any TF-Agents policy for whole episodes with a
-``PyDriver`` and TF-Agents' ``AverageReturnMetric``.
+``PyDriver`` and TF-Agents' ``AverageReturnMetric`` and returns the same
+``ReturnStats`` as ``tfkd.rl.evaluation.evaluate_policy`` (which evaluates
+networks and tfkd policies on seeded episodes; use it for anything that
+is not a TF-Agents policy).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory as trajectory_lib
+
+from tfkd.rl import evaluation
 
 __all__ = ["EpisodeReturns", "StudentPolicy", "evaluate_policy"]
 
@@ -90,8 +95,7 @@ class EpisodeReturns:
 
 
 def evaluate_policy(policy: tf_policy.TFPolicy | py_policy.PyPolicy,
-                    env: py_environment.PyEnvironment, num_episodes: int = 10
-                    ) -> tuple[float, float, list[float]]:
+                    env: py_environment.PyEnvironment, num_episodes: int = 10):
     """Runs ``policy`` for ``num_episodes`` whole episodes with a TF-Agents ``PyDriver``.
 
     Args:
@@ -101,7 +105,8 @@ def evaluate_policy(policy: tf_policy.TFPolicy | py_policy.PyPolicy,
       num_episodes: number of episodes.
 
     Returns:
-      ``(mean return, standard deviation, returns)``; the mean equals TF-Agents'
+      A ``tfkd.rl.evaluation.ReturnStats`` (no seeds: the episodes follow
+      ``env``'s own reset sequence); its mean equals TF-Agents'
       ``AverageReturnMetric`` over the same episodes.
     """
     if num_episodes < 1:
@@ -113,5 +118,4 @@ def evaluate_policy(policy: tf_policy.TFPolicy | py_policy.PyPolicy,
     driver = py_driver.PyDriver(env, policy, observers=[returns, average_return],
                                 max_episodes=num_episodes)
     driver.run(env.reset())
-    values = np.asarray(returns.returns[:num_episodes], dtype=np.float64)
-    return float(values.mean()), float(values.std()), values.tolist()
+    return evaluation.ReturnStats.from_returns(returns.returns[:num_episodes])

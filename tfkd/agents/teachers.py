@@ -51,12 +51,11 @@ class QNetworkTeacher:
 
     @property
     def variables(self) -> list[tf.Variable]:
-        """The Q-network's variables (never trained through this teacher)."""
+        """The Q-network's variables (never trained through this teacher);
+        ``tfkd.models.count_params`` counts them."""
         return list(self.q_network.variables)
 
-    def count_params(self) -> int:
-        """Number of weights of the Q-network."""
-        return int(sum(np.prod(variable.shape) for variable in self.variables))
+    weights = variables
 
 
 class PolicyTeacher:
