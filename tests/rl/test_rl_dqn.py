@@ -33,8 +33,8 @@ def _strict_json(path):
         return json.load(file, parse_constant=reject)
 
 
-def evaluate_policy(env_id, network, num_episodes, seed):
-    return evaluation.evaluate_policy(env_id, network, list(range(seed, seed + num_episodes)))
+def evaluate_policy(env_id, network, seeds):
+    return evaluation.evaluate_policy(env_id, network, list(seeds))
 
 
 def test_epsilon_schedule_decays_linearly():
