@@ -168,7 +168,7 @@ def distill_student_driven(
 
 
 def _distill(teacher, student, config: TeacherDrivenConfig) -> DistillationHistory:
-    from tfkd.distiller import Distiller
+    from tfkd.distillation import Distiller
 
     if config.steps_per_round < 1 or config.total_env_steps < config.steps_per_round:
         raise ValueError(
