@@ -190,6 +190,12 @@ def test_get_resolves_names_and_rejects_bad_ones():
         with pytest.raises(ValueError, match=f"'{name}' is Keras' KL on probabilities.*"
                                              f"tfkd.losses.SoftTargetKL"):
             losses.get(name)
+    for loss in (keras.losses.kl_divergence, keras.losses.KLDivergence(),
+                 keras.losses.categorical_crossentropy, keras.losses.CategoricalCrossentropy()):
+        with pytest.raises(ValueError, match="expects probabilities.*SoftTargetKL"):
+            losses.get(loss)
+    logits_ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    assert losses.get(logits_ce) is logits_ce
     with pytest.raises(ValueError, match="takes no temperature"):
         losses.get("mse", temperature=2.0)
     with pytest.raises(ValueError, match="backend"):

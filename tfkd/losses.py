@@ -12,7 +12,9 @@ attribute is True promises a method
     batch_mean(teacher, student, sample_weight=None, scale=1.0)
         -> (scale * sum_i w_i loss_i / n, per-example values without gradient)
 
-whose value equals ``scale * reduce_mean(w * loss.call(teacher, student))``.
+whose value equals ``scale * reduce_mean(w * loss.call(teacher, student))``
+over the n rows (all axes but the last; ``sample_weight`` has their shape,
+``scale`` is a Python number).
 ``tfkd.Distiller`` then trains with ``batch_mean`` instead of ``call``, which
 lets a kernel fold the reduction (and its gradient) into one pass. The
 temperature-KL losses opt in; a loss without the attribute (or with it False)
@@ -25,6 +27,7 @@ import numbers
 
 import keras
 import tensorflow as tf
+
 from tfkd.ops import BACKENDS, softmax_kl, softmax_kl_mean
 
 __all__ = [
@@ -235,6 +238,9 @@ class TemperatureKL(_DistillationLoss):
 class SoftTargetKL(TemperatureKL):
     """Hinton et al. (2015) soft-target KL; see ``soft_target_kl``.
 
+    Opts into the fused batch-mean protocol (module docstring): the Distiller
+    trains it through ``batch_mean``.
+
     Args:
         temperature: T > 0.
         scale_by_temperature_squared: multiply by T^2 (default True).
@@ -257,6 +263,9 @@ class SoftTargetKL(TemperatureKL):
 @keras.saving.register_keras_serializable(package="tfkd")
 class QValueKL(TemperatureKL):
     """Rusu et al. (2016) sharpened Q-value KL; see ``q_value_kl``.
+
+    Opts into the fused batch-mean protocol (module docstring): the Distiller
+    trains it through ``batch_mean``.
 
     Args:
         temperature: tau > 0 applied to the teacher's Q-values (default 0.01).
@@ -314,13 +323,17 @@ def get(identifier, temperature=None, backend=None):
         backend: the KL losses' ``softmax_kl`` backend (None: "auto").
 
     Raises:
-        ValueError: an unknown name, one of Keras' names for its KL on
-            probabilities ("kl_divergence", "kld", ...), or a temperature for
-            a loss without one.
+        ValueError: an unknown name, a temperature for a loss without one,
+            or a Keras loss on probabilities, which would read logits as
+            probabilities: Keras' names for its KL ("kl_divergence", "kld",
+            ...), ``keras.losses.kl_divergence``, ``KLDivergence()``,
+            ``categorical_crossentropy`` and ``CategoricalCrossentropy()``
+            without ``from_logits=True``.
     """
     if identifier is None:
         identifier = "soft_target_kl"
     if not isinstance(identifier, str):
+        _reject_probability_loss(identifier)
         return identifier
     if identifier in PROBABILITY_KL_NAMES:
         raise ValueError(f"{identifier!r} is Keras' KL on probabilities, but distillation "
@@ -337,6 +350,19 @@ def get(identifier, temperature=None, backend=None):
     if backend is not None and issubclass(cls, TemperatureKL):
         kwargs["backend"] = backend
     return cls(**kwargs)
+
+
+def _reject_probability_loss(loss):
+    if isinstance(loss, keras.losses.Loss):
+        fn, from_logits = getattr(loss, "fn", None), loss.get_config().get("from_logits", False)
+    else:
+        fn, from_logits = loss, False
+    if (isinstance(loss, keras.losses.KLDivergence) or fn is keras.losses.kl_divergence
+            or (not from_logits and (isinstance(loss, keras.losses.CategoricalCrossentropy)
+                                     or fn is keras.losses.categorical_crossentropy))):
+        name = getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__)
+        raise ValueError(f"the Keras loss {name!r} expects probabilities, but distillation "
+                         f"losses get logits: use tfkd.losses.SoftTargetKL (\"soft_target_kl\")")
 
 
 def _check_pair(teacher_logits, student_logits):

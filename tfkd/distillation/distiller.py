@@ -129,7 +129,6 @@ class Distiller(keras.Model):
         if not isinstance(cache_teacher_outputs, bool):
             raise ValueError(f"cache_teacher_outputs must be True or False, got "
                              f"{cache_teacher_outputs!r}")
-        _reject_probability_loss(distillation_loss)
         self.student = student
         self.cache_teacher_outputs = cache_teacher_outputs
         object.__setattr__(self, "_teacher_cache", TeacherOutputCache())
@@ -230,8 +229,11 @@ class Distiller(keras.Model):
                 and array_leaves(arguments.get("x")) is not None)
 
     def train_step(self, data):
-        """Keras' step (``compute_loss``, gradient, update, ``compute_metrics``),
-        except that a step with a non-finite loss or gradient is not applied."""
+        """One optimizer step; a step with a non-finite loss or gradient is not applied.
+
+        Otherwise Keras' own step: ``compute_loss``, the gradient of the
+        scaled loss, the update, ``compute_metrics``.
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             y_pred = self._student_forward(x, training=True)
@@ -466,22 +468,6 @@ def _check_not_empty(x):
     elif isinstance(x, tf.data.Dataset) and int(x.cardinality()) == 0:
         raise ValueError("Distiller.fit got an empty tf.data.Dataset as x; give it at least "
                          "one batch")
-
-
-def _reject_probability_loss(loss):
-    """Raises for a Keras loss on probabilities: the Distiller gives losses logits."""
-    if isinstance(loss, keras.losses.Loss):
-        fn, from_logits = getattr(loss, "fn", None), loss.get_config().get("from_logits", False)
-    else:
-        fn, from_logits = loss, False
-    on_probabilities = (
-        isinstance(loss, keras.losses.KLDivergence) or fn is keras.losses.kl_divergence
-        or (not from_logits and (isinstance(loss, keras.losses.CategoricalCrossentropy)
-                                 or fn is keras.losses.categorical_crossentropy)))
-    if on_probabilities:
-        name = getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__)
-        raise ValueError(f"distillation_loss {name!r} expects probabilities, but the Distiller "
-                         f"gives it logits; use tfkd.losses.SoftTargetKL (the default)")
 
 
 def _with_backend(loss, backend):
