@@ -45,13 +45,13 @@ def pinned_run(jit_compile=False, features=False, **kwargs):
 # Losses of the two epochs, then the evaluate's loss and distillation_loss, of
 # pinned_run: a change in them is a change in what the Distiller trains.
 PINNED = {
-    'soft_target_kl_with_task': ([0.2852462, 0.2727989], 0.2649686, 0.0969887),
-    'soft_target_kl_cpp': ([0.116625, 0.1041106], 0.0963712, 0.0963712),
-    'soft_target_kl_tf': ([0.1166248, 0.1041105], 0.0963712, 0.0963712),
-    'q_value_kl_with_task': ([0.6850092, 0.66802], 0.6568252, 0.6601593),
-    'mse_and_features_live': ([0.8217873, 0.6813256], 0.6092038, 0.6092038),
-    'greedy_nll_live': ([0.719707, 0.6983215], 0.6837968, 0.69111),
-    'soft_target_kl_xla': ([0.2852462, 0.2727989], 0.2649686, 0.0969887),
+    "soft_target_kl_with_task": ([0.2852462, 0.2727989], 0.2649686, 0.0969887),
+    "soft_target_kl_cpp": ([0.116625, 0.1041106], 0.0963712, 0.0963712),
+    "soft_target_kl_tf": ([0.1166248, 0.1041105], 0.0963712, 0.0963712),
+    "q_value_kl_with_task": ([0.6850092, 0.66802], 0.6568252, 0.6601593),
+    "mse_and_features_live": ([0.8217873, 0.6813256], 0.6092038, 0.6092038),
+    "greedy_nll_live": ([0.719707, 0.6983215], 0.6837968, 0.69111),
+    "soft_target_kl_xla": ([0.2852462, 0.2727989], 0.2649686, 0.0969887),
 }
 
 CASES = {
