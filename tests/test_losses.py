@@ -182,11 +182,20 @@ def test_bad_temperature_is_rejected(make, temperature):
 
 def test_get_resolves_names_and_rejects_bad_ones():
     assert isinstance(losses.get(None), losses.SoftTargetKL)
-    assert isinstance(losses.get("kl_divergence"), losses.SoftTargetKL)
     kl = losses.get("q_value_kl", temperature=0.1, backend="tf")
     assert (kl.temperature, kl.backend) == (0.1, "tf")
-    with pytest.raises(ValueError, match="unknown distillation loss 'kld'"):
-        losses.get("kld")
+    with pytest.raises(ValueError, match="unknown distillation loss 'soft_kl'"):
+        losses.get("soft_kl")
+    for name in ("kld", "KLD", "kl_divergence", "kullback_leibler_divergence"):
+        with pytest.raises(ValueError, match=f"'{name}' is Keras' KL on probabilities.*"
+                                             f"tfkd.losses.SoftTargetKL"):
+            losses.get(name)
+    for loss in (keras.losses.kl_divergence, keras.losses.KLDivergence(),
+                 keras.losses.categorical_crossentropy, keras.losses.CategoricalCrossentropy()):
+        with pytest.raises(ValueError, match="expects probabilities.*SoftTargetKL"):
+            losses.get(loss)
+    logits_ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    assert losses.get(logits_ce) is logits_ce
     with pytest.raises(ValueError, match="takes no temperature"):
         losses.get("mse", temperature=2.0)
     with pytest.raises(ValueError, match="backend"):

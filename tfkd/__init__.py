@@ -9,9 +9,9 @@ TensorFlow loads; ``import keras`` would fix the choice for the process.
 import importlib
 
 _ATTRIBUTES = {
-    "Distiller": "tfkd.distiller",
-    "FeatureDistillation": "tfkd.feature_distillation",
-    "KerasDistillationLoss": "tfkd.keras_interop",
+    "Distiller": "tfkd.distillation",
+    "FeatureDistillation": "tfkd.distillation",
+    "KerasDistillationLoss": "tfkd.distillation",
 }
 _SUBMODULES = ("losses", "models", "ops")
 

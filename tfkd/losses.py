@@ -5,6 +5,20 @@ both ``[batch, ..., actions]`` logits or Q-values, and returns one loss per
 example (the last axis reduced). The wrappers take ``y_true = teacher
 outputs`` and ``y_pred = student outputs``, so they also work in a plain
 ``model.compile(loss=...)``.
+
+The fused batch-mean protocol: a loss object whose ``fused_batch_mean``
+attribute is True promises a method
+
+    batch_mean(teacher, student, sample_weight=None, scale=1.0)
+        -> (scale * sum_i w_i loss_i / n, per-example values without gradient)
+
+whose value equals ``scale * reduce_mean(w * loss.call(teacher, student))``
+over the n rows (all axes but the last; ``sample_weight`` has their shape,
+``scale`` is a Python number).
+``tfkd.Distiller`` then trains with ``batch_mean`` instead of ``call``, which
+lets a kernel fold the reduction (and its gradient) into one pass. The
+temperature-KL losses opt in; a loss without the attribute (or with it False)
+is reduced from ``call``.
 """
 
 from __future__ import annotations
@@ -13,8 +27,6 @@ import numbers
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import Loss
-from keras.src.losses.losses import LossFunctionWrapper
 
 from tfkd.ops import BACKENDS, softmax_kl, softmax_kl_mean
 
@@ -26,6 +38,7 @@ __all__ = [
     "TemperatureKL",
     "feature_distance",
     "get",
+    "has_fused_batch_mean",
     "greedy_action_nll",
     "logits_mse",
     "q_value_kl",
@@ -140,19 +153,52 @@ def feature_distance(teacher_features, student_features, distance="mse"):
     return 1.0 - tf.reduce_sum(tf.math.l2_normalize(s, -1) * tf.math.l2_normalize(t, -1), -1)
 
 
-class _DistillationLoss(LossFunctionWrapper):
-    """A pure loss function and its keyword arguments, saved as a config."""
+class _DistillationLoss(keras.losses.Loss):
+    """A pure loss function and its keyword arguments, saved as a config.
+
+    ``call(teacher, student)`` is ``fn(teacher, student, **kwargs)``: one
+    value per example, which the ``reduction`` then reduces.
+    """
+
+    def __init__(self, fn, reduction="sum_over_batch_size", name=None, dtype=None, **kwargs):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.fn = fn
+        self._fn_kwargs = kwargs
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **self._fn_kwargs)
 
     def get_config(self):
-        return {**Loss.get_config(self), **self._fn_kwargs}
+        return {**super().get_config(), **self._fn_kwargs}
+
+
+def has_fused_batch_mean(loss):
+    """Whether ``loss`` opts into the fused batch-mean protocol (module docstring)."""
+    return getattr(loss, "fused_batch_mean", False) is True and callable(
+        getattr(loss, "batch_mean", None))
 
 
 class TemperatureKL(_DistillationLoss):
     """The temperature-KL losses' base: ``factor * softmax_kl(t, s, T, S)`` per example.
 
-    Subclasses say what T, S and the factor are (``kl_arguments``); the
-    ``batch_mean`` they share is how ``tfkd.Distiller`` trains with them.
+    Subclasses say what T, S and the factor are (``kl_arguments``). They opt
+    into the fused batch-mean protocol (``fused_batch_mean = True``): the
+    ``batch_mean`` they share is how ``tfkd.Distiller`` trains with them, and
+    their ``call`` is not used there. A subclass that overrides ``call`` must
+    say which one trains by setting ``fused_batch_mean`` in its own body:
+    False to reduce its ``call`` per example, or True with a ``batch_mean``
+    that matches its ``call``. Leaving it out is a ``TypeError`` when the
+    class is defined, so a changed ``call`` is never silently ignored.
     """
+
+    fused_batch_mean = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "call" in vars(cls) and "fused_batch_mean" not in vars(cls):
+            raise TypeError(
+                f"{cls.__name__} overrides call: set fused_batch_mean = False in its body to "
+                f"train with that call, or True with a batch_mean that matches it")
 
     temperature = property(lambda self: self._fn_kwargs["temperature"])
     backend = property(lambda self: self._fn_kwargs["backend"])
@@ -192,6 +238,9 @@ class TemperatureKL(_DistillationLoss):
 class SoftTargetKL(TemperatureKL):
     """Hinton et al. (2015) soft-target KL; see ``soft_target_kl``.
 
+    Opts into the fused batch-mean protocol (module docstring): the Distiller
+    trains it through ``batch_mean``.
+
     Args:
         temperature: T > 0.
         scale_by_temperature_squared: multiply by T^2 (default True).
@@ -214,6 +263,9 @@ class SoftTargetKL(TemperatureKL):
 @keras.saving.register_keras_serializable(package="tfkd")
 class QValueKL(TemperatureKL):
     """Rusu et al. (2016) sharpened Q-value KL; see ``q_value_kl``.
+
+    Opts into the fused batch-mean protocol (module docstring): the Distiller
+    trains it through ``batch_mean``.
 
     Args:
         temperature: tau > 0 applied to the teacher's Q-values (default 0.01).
@@ -249,11 +301,15 @@ class LogitsMSE(_DistillationLoss):
 
 _BY_NAME = {
     "soft_target_kl": SoftTargetKL,
-    "kl_divergence": SoftTargetKL,  # on logits, unlike keras' "kl_divergence"
     "q_value_kl": QValueKL,
     "greedy_action_nll": GreedyActionNLL,
     "mse": LogitsMSE,
 }
+
+
+# Keras' names of its KL on probabilities: tfkd's losses take logits, so these
+# names would be ambiguous.
+PROBABILITY_KL_NAMES = ("kl_divergence", "kld", "KLD", "kullback_leibler_divergence")
 
 
 def get(identifier, temperature=None, backend=None):
@@ -261,18 +317,27 @@ def get(identifier, temperature=None, backend=None):
 
     Args:
         identifier: None (``SoftTargetKL``), one of "soft_target_kl",
-            "kl_divergence" (the same, on logits), "q_value_kl",
-            "greedy_action_nll", "mse", or a loss object / callable.
+            "q_value_kl", "greedy_action_nll", "mse", or a loss object /
+            callable.
         temperature: the KL losses' temperature (None: their default).
         backend: the KL losses' ``softmax_kl`` backend (None: "auto").
 
     Raises:
-        ValueError: an unknown name, or a temperature for a loss without one.
+        ValueError: an unknown name, a temperature for a loss without one,
+            or a Keras loss on probabilities, which would read logits as
+            probabilities: Keras' names for its KL ("kl_divergence", "kld",
+            ...), ``keras.losses.kl_divergence``, ``KLDivergence()``,
+            ``categorical_crossentropy`` and ``CategoricalCrossentropy()``
+            without ``from_logits=True``.
     """
     if identifier is None:
         identifier = "soft_target_kl"
     if not isinstance(identifier, str):
+        _reject_probability_loss(identifier)
         return identifier
+    if identifier in PROBABILITY_KL_NAMES:
+        raise ValueError(f"{identifier!r} is Keras' KL on probabilities, but distillation "
+                         f"losses get logits: use tfkd.losses.SoftTargetKL (\"soft_target_kl\")")
     if identifier not in _BY_NAME:
         raise ValueError(f"unknown distillation loss {identifier!r}; expected one of "
                          f"{sorted(_BY_NAME)} or a loss object")
@@ -285,6 +350,19 @@ def get(identifier, temperature=None, backend=None):
     if backend is not None and issubclass(cls, TemperatureKL):
         kwargs["backend"] = backend
     return cls(**kwargs)
+
+
+def _reject_probability_loss(loss):
+    if isinstance(loss, keras.losses.Loss):
+        fn, from_logits = getattr(loss, "fn", None), loss.get_config().get("from_logits", False)
+    else:
+        fn, from_logits = loss, False
+    if (isinstance(loss, keras.losses.KLDivergence) or fn is keras.losses.kl_divergence
+            or (not from_logits and (isinstance(loss, keras.losses.CategoricalCrossentropy)
+                                     or fn is keras.losses.categorical_crossentropy))):
+        name = getattr(loss, "name", None) or getattr(loss, "__name__", type(loss).__name__)
+        raise ValueError(f"the Keras loss {name!r} expects probabilities, but distillation "
+                         f"losses get logits: use tfkd.losses.SoftTargetKL (\"soft_target_kl\")")
 
 
 def _check_pair(teacher_logits, student_logits):

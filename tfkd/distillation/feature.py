@@ -1,13 +1,11 @@
 """FitNets-style feature distillation: a student hidden layer, through a
 learned projection, matched to a teacher hidden layer."""
 
-from __future__ import annotations
-
 import keras
 
 from tfkd.losses import FEATURE_DISTANCES, feature_distance
 
-__all__ = ["FeatureDistillation"]
+__all__ = ["FeatureDistillation", "FeatureExtractors"]
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -66,3 +64,49 @@ class FeatureDistillation(keras.layers.Layer):
         return {**super().get_config(), "teacher_layer_name": self.teacher_layer_name,
                 "student_layer_name": self.student_layer_name, "distance": self.distance,
                 "weight": self.weight}
+
+
+class FeatureExtractors:
+    """One forward pass of teacher and student that also returns the named hidden layers.
+
+    Two functional views, ``teacher`` and ``student``, each mapping
+    observations to ``[outputs, feature_1, ..., feature_k]``; they share the
+    models' layers (nothing is copied, and the weights are saved once, under
+    the models). Building them builds each feature's projection.
+
+    Args:
+        features: ``FeatureDistillation`` layers.
+        teacher, student: functional ``keras.Model`` s with one output.
+
+    Raises:
+        ValueError: a model that is not functional, or a layer name it lacks.
+    """
+
+    def __init__(self, features, teacher, student):
+        self.features = list(features)
+        for model, role in ((teacher, "teacher"), (student, "student")):
+            if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+                raise ValueError(f"feature distillation needs a functional keras.Model as "
+                                 f"{role}, got {type(model).__name__}")
+        teacher_layers = [_layer(teacher, f.teacher_layer_name, "teacher") for f in self.features]
+        student_layers = [_layer(student, f.student_layer_name, "student") for f in self.features]
+        for feature, t_layer, s_layer in zip(self.features, teacher_layers, student_layers):
+            if not feature.built:
+                feature.build_for(t_layer.output.shape, s_layer.output.shape)
+        self.teacher = keras.Model(teacher.inputs,
+                                   [teacher.outputs[0]] + [l.output for l in teacher_layers])
+        self.student = keras.Model(student.inputs,
+                                   [student.outputs[0]] + [l.output for l in student_layers])
+
+    def losses(self, teacher_features, student_features):
+        """Each feature's per-example loss ``[batch]``; no gradient reaches the teacher."""
+        return [feature(keras.ops.stop_gradient(t), s) for feature, t, s
+                in zip(self.features, teacher_features, student_features)]
+
+
+def _layer(model, name, role):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ValueError(f"the {role} model {model.name!r} has no layer named {name!r}; "
+                         f"its layers are {[l.name for l in model.layers]}") from None

@@ -1,9 +1,6 @@
 """tfkd's logits losses inside Keras' own ``keras.distillation.Distiller``."""
 
-from __future__ import annotations
-
 import keras
-from keras.src.saving import serialization_lib
 
 from tfkd import losses as tfkd_losses
 
@@ -38,8 +35,8 @@ class KerasDistillationLoss(keras.distillation.DistillationLoss):
         return keras.ops.mean(self.loss.call(teacher_outputs, student_outputs))
 
     def get_config(self):
-        return {"loss": serialization_lib.serialize_keras_object(self.loss)}
+        return {"loss": keras.saving.serialize_keras_object(self.loss)}
 
     @classmethod
     def from_config(cls, config):
-        return cls(serialization_lib.deserialize_keras_object(config["loss"]))
+        return cls(keras.saving.deserialize_keras_object(config["loss"]))

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import tfkd
 from tfkd import losses
@@ -44,3 +45,8 @@ def test_keras_distiller_learns_with_a_tfkd_loss():
     distiller.fit(x, y, epochs=8, batch_size=64, verbose=0)
     accuracy = (student.predict(x, verbose=0).argmax(-1) == y).mean()
     assert accuracy > 0.9
+
+
+def test_adapter_rejects_a_keras_loss_on_probabilities():
+    with pytest.raises(ValueError, match="expects probabilities.*SoftTargetKL"):
+        tfkd.KerasDistillationLoss(keras.losses.KLDivergence())
