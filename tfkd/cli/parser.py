@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tfkd {version('tfkd')}",
                         help="print tfkd's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="what to do (COMMAND --help for its flags)",
                                      parser_class=_Parser)
 
     sub = commands.add_parser("train-teacher", help="train a DQN teacher and save it",
