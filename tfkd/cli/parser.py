@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 DEMO_ENV = "CartPole-v1"
 DISTILLATION_LOSSES = ("soft_target_kl", "q_value_kl", "greedy_action_nll", "mse")
@@ -23,6 +23,26 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def installed_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, None when it is not installed."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: read from the installed metadata when asked, not at start-up."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        found = installed_version("tfkd")
+        parser.exit(0, f"tfkd {found}\n" if found else
+                    "tfkd: version unknown (imported from source, not installed)\n")
 
 
 def _int_at_least(minimum: int):
@@ -78,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser; each subcommand sets ``command`` to its name in :mod:`tfkd.cli.commands`."""
     parser = _Parser(prog="tfkd", description="Knowledge distillation for reinforcement "
                      "learning: train a DQN teacher, distil it into a small student, evaluate.")
-    parser.add_argument("--version", action="version", version=f"tfkd {version('tfkd')}",
+    parser.add_argument("--version", action=_VersionAction,
                         help="print tfkd's version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      help="what to do (COMMAND --help for its flags)",

@@ -24,9 +24,9 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any, Sequence
 
+from tfkd.cli.parser import installed_version
 from tfkd.rl.evaluation import ReturnStats
 from tfkd.rl.plotting import plot_history
 
@@ -123,8 +123,10 @@ def results_dict(env_id: str, seed: int, eval_seeds: Sequence[int], config: dict
 
 
 def versions() -> dict:
-    """Versions of tfkd and the libraries its numbers depend on, and the git commit."""
-    found = {name: version(name) for name in ("tfkd", "tensorflow", "keras", "gymnasium")}
+    """Versions of tfkd and the libraries its numbers depend on (None: not installed),
+    and the git commit."""
+    found = {name: installed_version(name) for name in ("tfkd", "tensorflow", "keras",
+                                                        "gymnasium")}
     found["git_commit"] = git_commit()
     return found
 
