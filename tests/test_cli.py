@@ -343,3 +343,20 @@ def test_out_and_checkpoint_dir_are_checked_first(tmp_path, capsys):
     assert "is a file" in _error_of(capsys, ["distill", "--teacher", "x", "--out", a_file])
     assert "--checkpoint-dir" in _error_of(
         capsys, ["distill", "--teacher", "x", "--checkpoint-dir", a_file / "sub"])
+
+
+def test_a_failed_write_leaves_the_previous_outputs(tmp_path):
+    from tfkd.cli.output import OutputDir
+
+    with OutputDir(str(tmp_path)) as out, out.staging() as folder:
+        for name, text in (("results.json", "{}"), ("student.keras", "first")):
+            with open(os.path.join(folder, name), "w") as file:
+                file.write(text)
+    with OutputDir(str(tmp_path)) as out, pytest.raises(RuntimeError):
+        with out.staging() as folder:
+            with open(os.path.join(folder, "student.keras"), "w") as file:
+                file.write("second")
+            raise RuntimeError("killed before the commit")
+    assert (tmp_path / "student.keras").read_text() == "first"
+    assert (tmp_path / "results.json").read_text() == "{}"
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging-")]

@@ -16,6 +16,7 @@ Ctrl-C exits with 130 (``distill`` first saves what it has).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -96,17 +97,17 @@ def _ignore_known_warnings() -> None:
     warnings.filterwarnings("ignore", category=SyntaxWarning)
 
 
-class _stderr_silenced:
-    """File descriptor 2 points at /dev/null inside the block (C++ output included)."""
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-
-    def __exit__(self, *exc):
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Standard error goes to /dev/null inside the block: file descriptor 2 (C++
+    output included) and ``sys.stderr`` (which may not be descriptor 2)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w", encoding="utf-8") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            with contextlib.redirect_stderr(devnull):
+                yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
