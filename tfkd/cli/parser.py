@@ -41,8 +41,9 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         found = installed_version("tfkd")
-        parser.exit(0, f"tfkd {found}\n" if found else
-                    "tfkd: version unknown (imported from source, not installed)\n")
+        print(f"tfkd {found}" if found else "tfkd (version unknown: imported from source, "
+              "not installed)")
+        parser.exit(0)
 
 
 def _int_at_least(minimum: int):
