@@ -1,0 +1,377 @@
+"""The subcommands of ``tfkd``: train-teacher, distill, evaluate, demo.
+
+Each takes the parsed arguments and the locked ``--out`` folder (or None),
+returns the exit status, and raises :class:`~tfkd.cli.output.CliError` for a
+user error. Every command seeds everything (``seed_everything``) before it
+builds a model, so the same command twice gives the same numbers. Reported
+returns are on ``held_out_seeds(seed, --eval-episodes)``; the distillation
+loop selects the student on its own, disjoint, selection seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import time
+
+import gymnasium as gym
+import keras
+import numpy as np
+
+from tfkd.cli import report
+from tfkd.cli.output import CliError, OutputDir
+from tfkd.cli.report import Row
+from tfkd.models import build_student, build_teacher, count_params
+from tfkd.rl.distill import DistillConfig, distill_student_driven, distill_teacher_driven
+from tfkd.rl.dqn import DQNConfig, train_dqn
+from tfkd.rl.envs import env_spec, is_atari, make_atari_env, make_env
+from tfkd.rl.evaluation import (compare_policies, evaluate_policy, held_out_seeds,
+                                normalized_score, random_policy)
+from tfkd.rl.seeding import seed_everything
+
+STUDENT_FILE = "student.keras"
+KERAS_TEACHER_FILE = "teacher.keras"
+TEACHER_FOLDER = "teacher"  # the demo's teacher, inside --out
+KL_LOSSES = ("soft_target_kl", "q_value_kl")
+DISTILLATION_LOOPS = {"student": distill_student_driven, "teacher": distill_teacher_driven}
+INTERRUPTED = 130
+
+
+# ------------------------------------------------------------------ commands
+
+
+def train_teacher(args: argparse.Namespace, out: OutputDir | None) -> int:
+    """``tfkd train-teacher``: a DQN teacher with its best evaluated weights, saved to ``--out``."""
+    seed_everything(args.seed)
+    spec = _env_spec(args.env)
+    start = time.perf_counter()
+    with _staging(out) as folder:
+        teacher = _train_teacher(args, spec, folder)
+    _report_teacher(teacher, args.env, spec.num_actions, args.seed, args.eval_episodes,
+                    seconds=time.perf_counter() - start)
+    if out:
+        print(f"teacher saved to {out.path}")
+    return 0
+
+
+def distill(args: argparse.Namespace, out: OutputDir | None) -> int:
+    """``tfkd distill``: distil a saved teacher into a small student."""
+    seed_everything(args.seed)
+    _check_temperature(args)
+    teacher, env_id = load_teacher(args.teacher, args.env)
+    with _staging(out) as folder:
+        return _distill(args, teacher, env_id, folder, time.perf_counter())
+
+
+def evaluate(args: argparse.Namespace, out: OutputDir | None) -> int:
+    """``tfkd evaluate``: teacher, student and random policy on the held-out episodes."""
+    seed_everything(args.seed)
+    teacher, env_id = load_teacher(args.teacher, args.env)
+    spec = _env_spec(env_id)
+    eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
+    if args.student is None:
+        rows, random = _teacher_rows(teacher, env_id, spec.num_actions, eval_seeds)
+        agreement = None
+    else:
+        student = load_keras_model(args.student, "student")
+        _check_fits(student, spec, f"the student {args.student!r}")
+        comparison = compare_policies(env_id, teacher, student, eval_seeds)
+        rows, random, agreement = _comparison_rows(comparison), comparison.random, \
+            comparison.agreement
+    report.print_table(env_id, [*rows.values(), _random_row(random, rows["teacher"])],
+                       agreement)
+    results = report.results_dict(env_id, args.seed, eval_seeds, _config(args), rows, random,
+                                  agreement)
+    if out:
+        with out.staging() as folder:
+            report.write_results(folder, results)
+    return 0
+
+
+def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
+    """``tfkd demo``: TF-Agents DQN teacher on CartPole, student-driven distillation."""
+    seed_everything(args.seed)
+    start = time.perf_counter()
+    print(f"tfkd demo: a TF-Agents DQN teacher on {args.env}, distilled student-driven "
+          "(DAgger) into a student with at most 1/10 of its parameters.\n")
+    spec = _env_spec(args.env)
+    teacher_args = argparse.Namespace(
+        env=args.env, backend="tf-agents", steps=args.teacher_steps, hidden=None,
+        target_return=args.teacher_target_return, checkpoint_dir=None, tensorboard=None,
+        seed=args.seed, quiet=args.quiet)
+    distill_args = argparse.Namespace(
+        **vars(args), mode="student", student_hidden=None, loss="soft_target_kl",
+        temperature=1.0, target_return=args.student_target_return, checkpoint_dir=None)
+    with _staging(out) as folder:
+        teacher = _train_teacher(teacher_args, spec,
+                                 os.path.join(folder, TEACHER_FOLDER) if folder else None)
+        print("\nteacher trained; distilling (student-driven) ...")
+        return _distill(distill_args, teacher, args.env, folder, start)
+
+
+# ------------------------------------------------------------ teacher training
+
+
+def _train_teacher(args: argparse.Namespace, spec, folder: str | None):
+    """Trains with ``args.backend`` and saves into ``folder`` (None: don't save)."""
+    if args.backend == "keras":
+        teacher = build_teacher(spec.observation_shape, spec.num_actions,
+                                atari=is_atari(args.env), hidden_units=args.hidden)
+        config = DQNConfig(env_id=args.env, total_env_steps=args.steps, seed=args.seed,
+                           eval_every=max(1, args.steps // 5), eval_episodes=5,
+                           target_return=args.target_return, progress=not args.quiet,
+                           checkpoint_dir=args.checkpoint_dir, tensorboard_dir=args.tensorboard)
+        if is_atari(args.env):  # 84x84x4 frames, stored twice: ~1.1 GB at 20k
+            config.buffer_capacity = min(config.buffer_capacity, 20_000)
+        _library_call(train_dqn, teacher, config)
+        _check_finite(teacher)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            teacher.save(os.path.join(folder, KERAS_TEACHER_FILE))
+        return teacher
+    # Imported here: TF-Agents is an optional extra, needed by this backend only.
+    from tfkd.agents import save_dqn_teacher, train_dqn_teacher
+
+    config = _dqn_teacher_config(args)
+    trained = _library_call(train_dqn_teacher, args.env, config, out_dir=None,
+                            checkpoint_dir=args.checkpoint_dir,
+                            tensorboard_dir=args.tensorboard, progress=not args.quiet)
+    _check_finite(trained.teacher)
+    if folder:
+        save_dqn_teacher(trained, config, folder)
+    return trained.teacher
+
+
+def _dqn_teacher_config(args: argparse.Namespace):
+    from tfkd.agents import DqnTeacherConfig
+
+    config = DqnTeacherConfig(num_steps=args.steps, seed=args.seed,
+                              target_return=args.target_return)
+    if args.hidden is not None:
+        config.fc_layer_params = args.hidden
+    if is_atari(args.env):
+        config.fc_layer_params = (512,)
+        config.replay_capacity = min(config.replay_capacity, 20_000)
+        config.learning_rate = 1e-4
+    if args.steps < config.eval_interval:
+        config.eval_interval = args.steps
+    config.initial_collect_steps = min(config.initial_collect_steps, max(args.steps // 2, 64))
+    config.epsilon_decay_steps = min(config.epsilon_decay_steps, max(1, args.steps // 2))
+    return config
+
+
+def _check_finite(network) -> None:
+    if any(not np.all(np.isfinite(np.asarray(variable))) for variable in network.variables):
+        raise CliError("training diverged: the teacher has NaN or infinite weights; nothing "
+                       "was saved (try a lower learning rate or another --seed).")
+
+
+def _report_teacher(teacher, env_id: str, num_actions: int, seed: int, episodes: int,
+                    seconds: float) -> None:
+    eval_seeds = held_out_seeds(seed, episodes)
+    rows, random = _teacher_rows(teacher, env_id, num_actions, eval_seeds)
+    report.print_table(env_id, [rows["teacher"], _random_row(random, rows["teacher"])],
+                       seconds=seconds)
+
+
+# ---------------------------------------------------------------- distillation
+
+
+def _distill(args: argparse.Namespace, teacher, env_id: str, folder: str | None,
+             start: float) -> int:
+    """Distils, reports on the held-out seeds and writes the run into ``folder``."""
+    spec = _env_spec(env_id)
+    student = build_student(spec.observation_shape, spec.num_actions, atari=is_atari(env_id),
+                            hidden_units=args.student_hidden)
+    steps_per_round = min(args.steps_per_round, args.steps)
+    config = DistillConfig(
+        env_id=env_id, total_env_steps=args.steps, steps_per_round=steps_per_round,
+        train_steps_per_round=args.train_steps_per_round, eval_episodes=args.select_episodes,
+        seed=args.seed, progress=not args.quiet, num_envs=min(8, steps_per_round),
+        temperature=args.temperature, distillation_loss=args.loss,
+        target_return=args.target_return, keep_best=True, checkpoint_dir=args.checkpoint_dir,
+        tensorboard_dir=args.tensorboard)
+    eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
+    history, comparison, interrupted = None, None, False
+    print(f"distilling {env_id} ({args.mode}-driven, {args.steps} env steps) ...", flush=True)
+    try:
+        history = _library_call(DISTILLATION_LOOPS[args.mode], teacher, student, config)
+        interrupted = history.interrupted
+        if not interrupted:
+            comparison = compare_policies(env_id, teacher, student, eval_seeds)
+    except KeyboardInterrupt:
+        interrupted = True
+    seconds = time.perf_counter() - start
+    if comparison is not None:
+        rows, random, agreement = _comparison_rows(comparison), comparison.random, \
+            comparison.agreement
+    else:  # interrupted: the student so far is saved, the final evaluation skipped
+        rows = {"teacher": Row("teacher", count_params(teacher), None, None),
+                "student": Row("student", count_params(student), None, None)}
+        random, agreement = None, None
+    report.print_table(env_id, [*rows.values(), _random_row(random, rows["teacher"])],
+                       agreement, seconds, note=_kept_note(history, args, interrupted))
+    results = report.results_dict(
+        env_id, args.seed, eval_seeds, _config(args, config), rows, random, agreement,
+        interrupted, mode=f"{args.mode}-driven",
+        kept_round=history.kept_round if history else None,
+        history=history.as_dict() if history else None, wall_time_s=seconds)
+    if folder:
+        student.save(os.path.join(folder, STUDENT_FILE))
+        report.write_plot(folder, history, f"{env_id}: {args.mode}-driven distillation")
+        report.write_results(folder, results)
+        print(f"results, plot and student {'so far ' if interrupted else ''}written to "
+              f"{os.path.dirname(folder)}")
+    return INTERRUPTED if interrupted else 0
+
+
+def _kept_note(history, args, interrupted: bool) -> str:
+    if interrupted:
+        return "interrupted: the student so far is saved; the held-out evaluation was skipped."
+    return (f"kept the student of round {history.kept_round + 1} of {history.num_rounds}: the "
+            f"best return on {args.select_episodes} selection episodes (seeds disjoint from "
+            "the reported ones).")
+
+
+def _check_temperature(args: argparse.Namespace) -> None:
+    if args.temperature is not None and args.loss not in KL_LOSSES:
+        raise CliError(f"--temperature applies to {' and '.join(KL_LOSSES)}, not {args.loss}.")
+
+
+def _config(args: argparse.Namespace, distill_config: DistillConfig | None = None) -> dict:
+    """The whole configuration of a run: its arguments and the library config it built."""
+    config = {"command": args.command,
+              **{key: value for key, value in vars(args).items() if key != "command"}}
+    if distill_config is not None:
+        config["distill_config"] = dataclasses.asdict(distill_config)
+    return config
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def _teacher_rows(teacher, env_id: str, num_actions: int, eval_seeds):
+    teacher_stats = evaluate_policy(env_id, teacher, eval_seeds)
+    random = evaluate_policy(env_id, random_policy(num_actions), eval_seeds)
+    score = normalized_score(teacher_stats.mean, random.mean, teacher_stats.mean)
+    return {"teacher": Row("teacher", count_params(teacher), teacher_stats, score)}, random
+
+
+def _comparison_rows(comparison) -> dict[str, Row]:
+    teacher = comparison.teacher
+    return {
+        "teacher": Row("teacher", comparison.teacher_params, teacher,
+                       normalized_score(teacher.mean, comparison.random.mean, teacher.mean)),
+        "student": Row("student", comparison.student_params, comparison.student,
+                       comparison.normalized_score),
+    }
+
+
+def _random_row(random, teacher: Row) -> Row:
+    if random is None or teacher.stats is None:
+        return Row("random", None, random, None)
+    return Row("random", None, random,
+               normalized_score(random.mean, random.mean, teacher.stats.mean))
+
+
+# ------------------------------------------------------- teachers, envs, files
+
+
+def load_teacher(path: str, env_id: str | None):
+    """A teacher from a train-teacher folder or a ``.keras`` file, and its env id.
+
+    A teacher folder names the env it was trained on; ``env_id`` (``--env``)
+    must then agree. A ``.keras`` file names none, so ``env_id`` is needed.
+    """
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, KERAS_TEACHER_FILE)):
+        path = os.path.join(path, KERAS_TEACHER_FILE)
+    if path.endswith(".keras"):
+        if env_id is None:
+            raise CliError(f"--env is needed with the Keras teacher file {path!r} (it does not "
+                           "record its environment).")
+        teacher = load_keras_model(path, "teacher")
+        _check_fits(teacher, _env_spec(env_id), f"the teacher {path!r}")
+        return teacher, env_id
+    from tfkd.agents import load_dqn_teacher  # optional extra; TF-Agents teachers only
+
+    try:
+        teacher = load_dqn_teacher(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise CliError(str(error)) from None
+    except gym.error.Error as error:
+        raise CliError(f"the teacher in {path!r} names an environment gymnasium does not "
+                       f"know: {error}") from None
+    if env_id is not None and env_id != teacher.env_id:
+        trained, asked = _env_spec(teacher.env_id), _env_spec(env_id)
+        raise CliError(
+            f"the teacher in {path!r} was trained on {teacher.env_id} (observations "
+            f"{trained.observation_shape}, {trained.num_actions} actions), not on {env_id} "
+            f"(observations {asked.observation_shape}, {asked.num_actions} actions); drop "
+            "--env to use the teacher's.")
+    return teacher, teacher.env_id
+
+
+def load_keras_model(path: str, role: str) -> keras.Model:
+    """Loads a ``.keras`` file with ``safe_mode=True`` (no arbitrary code)."""
+    if not os.path.isfile(path):
+        raise CliError(f"no such {role} model file {path!r}.")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # Keras raises many types for a bad archive.
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CliError(f"cannot load the {role} {path!r} (corrupt or not a Keras model): "
+                       f"{message}") from None
+
+
+def _check_fits(model: keras.Model, spec, what: str) -> None:
+    """Raises unless ``model`` maps ``spec``'s observations to one value per action."""
+    try:
+        inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+    except (AttributeError, TypeError):  # several inputs or outputs
+        raise CliError(f"{what} must have one input and one output.") from None
+    if inputs != tuple(spec.observation_shape) or outputs != (spec.num_actions,):
+        raise CliError(
+            f"{what} takes observations {inputs} and gives {outputs} outputs, but "
+            f"{spec.env_id} has observations {tuple(spec.observation_shape)} and "
+            f"{spec.num_actions} actions.")
+
+
+def _env_spec(env_id: str):
+    """Checks ``env_id`` and reads its spec, or raises a one-line :class:`CliError`."""
+    try:
+        env = make_atari_env(env_id) if is_atari(env_id) else make_env(env_id)
+    except gym.error.Error as error:
+        raise CliError(f"unknown or unavailable environment {env_id!r}: {error}") from None
+    except (ValueError, ImportError) as error:  # e.g. continuous actions, ale-py missing
+        raise CliError(str(error)) from None
+    try:
+        spec = env_spec(env, env_id)
+    except ValueError as error:  # e.g. a Tuple or Dict observation space
+        raise CliError(str(error)) from None
+    finally:
+        env.close()
+    if not is_atari(env_id) and len(spec.observation_shape) != 1:
+        raise CliError(
+            f"{env_id} has observations of shape {spec.observation_shape}; the MLP path needs "
+            "vector observations (Atari ids, ALE/..., get the CNN).")
+    return spec
+
+
+def _library_call(function, *args, **kwargs):
+    """Calls into the library, turning its ``ValueError`` (bad settings) into a CliError."""
+    try:
+        return function(*args, **kwargs)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+@contextlib.contextmanager
+def _staging(out: OutputDir | None):
+    """``out``'s staging folder, committed on success; None without ``--out``."""
+    if out is None:
+        yield None
+    else:
+        with out.staging() as folder:
+            yield folder
