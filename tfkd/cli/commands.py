@@ -24,19 +24,22 @@ from tfkd.cli import report
 from tfkd.cli.output import CliError, OutputDir
 from tfkd.cli.report import Row
 from tfkd.models import build_student, build_teacher, count_params
-from tfkd.rl.distill import DistillConfig, distill_student_driven, distill_teacher_driven
+from tfkd.rl.loops import DistillConfig, distill_student_driven, distill_teacher_driven
+from tfkd.rl import teacher_io
 from tfkd.rl.dqn import DQNConfig, train_dqn
+from tfkd.rl.dqn import load_dqn_teacher as load_keras_dqn_teacher
+from tfkd.rl.dqn import save_dqn_teacher as save_keras_dqn_teacher
 from tfkd.rl.envs import env_spec, is_atari, make_atari_env, make_env
 from tfkd.rl.evaluation import (compare_policies, evaluate_policy, held_out_seeds,
                                 normalized_score, random_policy)
 from tfkd.rl.seeding import seed_everything
 
 STUDENT_FILE = "student.keras"
-KERAS_TEACHER_FILE = "teacher.keras"
 TEACHER_FOLDER = "teacher"  # the demo's teacher, inside --out
 KL_LOSSES = ("soft_target_kl", "q_value_kl")
 DISTILLATION_LOOPS = {"student": distill_student_driven, "teacher": distill_teacher_driven}
 INTERRUPTED = 130
+TEACHER_SELECT_EPISODES = 5
 
 
 # ------------------------------------------------------------------ commands
@@ -100,7 +103,7 @@ def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
     teacher_args = argparse.Namespace(
         env=args.env, backend="tf-agents", steps=args.teacher_steps, hidden=None,
         target_return=args.teacher_target_return, checkpoint_dir=None, tensorboard=None,
-        seed=args.seed, quiet=args.quiet)
+        select_episodes=TEACHER_SELECT_EPISODES, seed=args.seed, quiet=args.quiet)
     distill_args = argparse.Namespace(
         **vars(args), mode="student", student_hidden=None, loss="soft_target_kl",
         temperature=1.0, target_return=args.student_target_return, checkpoint_dir=None)
@@ -116,49 +119,47 @@ def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
 
 def _train_teacher(args: argparse.Namespace, spec, folder: str | None):
     """Trains with ``args.backend`` and saves into ``folder`` (None: don't save)."""
+    config = _dqn_config(args)
     if args.backend == "keras":
         teacher = build_teacher(spec.observation_shape, spec.num_actions,
-                                atari=is_atari(args.env), hidden_units=args.hidden)
-        config = DQNConfig(env_id=args.env, total_env_steps=args.steps, seed=args.seed,
-                           eval_every=max(1, args.steps // 5), eval_episodes=5,
-                           target_return=args.target_return, progress=not args.quiet,
-                           checkpoint_dir=args.checkpoint_dir, tensorboard_dir=args.tensorboard)
-        if is_atari(args.env):  # 84x84x4 frames, stored twice: ~1.1 GB at 20k
-            config.buffer_capacity = min(config.buffer_capacity, 20_000)
-        _library_call(train_dqn, teacher, config)
+                                atari=is_atari(args.env), hidden_units=config.hidden_units)
+        history = _library_call(train_dqn, teacher, config)
         _check_finite(teacher)
         if folder:
-            os.makedirs(folder, exist_ok=True)
-            teacher.save(os.path.join(folder, KERAS_TEACHER_FILE))
+            save_keras_dqn_teacher(teacher, config, history, folder)
         return teacher
     # Imported here: TF-Agents is an optional extra, needed by this backend only.
     from tfkd.agents import save_dqn_teacher, train_dqn_teacher
 
-    config = _dqn_teacher_config(args)
-    trained = _library_call(train_dqn_teacher, args.env, config, out_dir=None,
-                            checkpoint_dir=args.checkpoint_dir,
-                            tensorboard_dir=args.tensorboard, progress=not args.quiet)
+    trained = _library_call(train_dqn_teacher, config)
     _check_finite(trained.teacher)
     if folder:
         save_dqn_teacher(trained, config, folder)
     return trained.teacher
 
 
-def _dqn_teacher_config(args: argparse.Namespace):
-    from tfkd.agents import DqnTeacherConfig
+def _dqn_config(args: argparse.Namespace) -> DQNConfig:
+    """The DQN settings of ``train-teacher``: a double DQN that solves CartPole-v1.
 
-    config = DqnTeacherConfig(num_steps=args.steps, seed=args.seed,
-                              target_return=args.target_return)
-    if args.hidden is not None:
-        config.fc_layer_params = args.hidden
-    if is_atari(args.env):
-        config.fc_layer_params = (512,)
-        config.replay_capacity = min(config.replay_capacity, 20_000)
-        config.learning_rate = 1e-4
-    if args.steps < config.eval_interval:
-        config.eval_interval = args.steps
-    config.initial_collect_steps = min(config.initial_collect_steps, max(args.steps // 2, 64))
-    config.epsilon_decay_steps = min(config.epsilon_decay_steps, max(1, args.steps // 2))
+    Adam 1e-3, batch 128, 8 gradient steps every 16 env steps, a hard target
+    update every 500 env steps, ε from 1 to 0.02 over the first 10k env steps
+    (or half of a shorter run), evaluations every 2,500 env steps.
+    """
+    atari = is_atari(args.env)
+    steps = args.steps
+    learning_starts = min(1_000, max(steps // 2, 64))
+    config = DQNConfig(
+        env_id=args.env, total_env_steps=steps, learning_starts=learning_starts,
+        hidden_units=args.hidden or ((512,) if atari else (256, 256)),
+        buffer_capacity=20_000 if atari else 50_000,  # 84x84x4 frames, stored twice: ~1.1 GB
+        batch_size=128, learning_rate=1e-4 if atari else 1e-3, train_every=16,
+        gradient_steps=8, target_update_every=500, epsilon_final=0.02,
+        epsilon_fraction=min(0.5, 10_000 / steps),
+        eval_every=min(2_500, steps), eval_episodes=args.select_episodes,
+        target_return=args.target_return, seed=args.seed, progress=not args.quiet,
+        checkpoint_dir=args.checkpoint_dir, tensorboard_dir=args.tensorboard)
+    if atari and args.backend == "keras" and len(config.hidden_units) != 1:
+        raise CliError("an Atari teacher takes one --hidden width (the Nature CNN's dense layer).")
     return config
 
 
@@ -285,8 +286,6 @@ def load_teacher(path: str, env_id: str | None):
     A teacher folder names the env it was trained on; ``env_id`` (``--env``)
     must then agree. A ``.keras`` file names none, so ``env_id`` is needed.
     """
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, KERAS_TEACHER_FILE)):
-        path = os.path.join(path, KERAS_TEACHER_FILE)
     if path.endswith(".keras"):
         if env_id is None:
             raise CliError(f"--env is needed with the Keras teacher file {path!r} (it does not "
@@ -294,23 +293,29 @@ def load_teacher(path: str, env_id: str | None):
         teacher = load_keras_model(path, "teacher")
         _check_fits(teacher, _env_spec(env_id), f"the teacher {path!r}")
         return teacher, env_id
-    from tfkd.agents import load_dqn_teacher  # optional extra; TF-Agents teachers only
-
     try:
-        teacher = load_dqn_teacher(path)
+        backend = teacher_io.read_teacher_description(path).get("backend")
+        if backend == "keras":
+            teacher, description = load_keras_dqn_teacher(path)
+            saved_env = description["env_id"]
+        else:
+            from tfkd.agents import load_dqn_teacher  # optional extra; TF-Agents teachers only
+
+            teacher = load_dqn_teacher(path)
+            saved_env = teacher.env_id
     except (FileNotFoundError, ValueError) as error:
-        raise CliError(str(error)) from None
+        raise CliError(str(error).splitlines()[0]) from None
     except gym.error.Error as error:
         raise CliError(f"the teacher in {path!r} names an environment gymnasium does not "
                        f"know: {error}") from None
-    if env_id is not None and env_id != teacher.env_id:
-        trained, asked = _env_spec(teacher.env_id), _env_spec(env_id)
+    if env_id is not None and env_id != saved_env:
+        trained, asked = _env_spec(saved_env), _env_spec(env_id)
         raise CliError(
-            f"the teacher in {path!r} was trained on {teacher.env_id} (observations "
+            f"the teacher in {path!r} was trained on {saved_env} (observations "
             f"{trained.observation_shape}, {trained.num_actions} actions), not on {env_id} "
             f"(observations {asked.observation_shape}, {asked.num_actions} actions); drop "
             "--env to use the teacher's.")
-    return teacher, teacher.env_id
+    return teacher, saved_env
 
 
 def load_keras_model(path: str, role: str) -> keras.Model:

@@ -112,12 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--backend", choices=("tf-agents", "keras"), default="tf-agents",
                      help="TF-Agents DqnAgent or tfkd's Keras 3 DQN (default: %(default)s)")
     sub.add_argument("--steps", type=positive_int, default=50_000,
-                     help="env steps of DQN training (default: %(default)s)")
+                     help="env steps of DQN training, the random warm-up included (default: %(default)s)")
     sub.add_argument("--hidden", type=hidden_units, default=None,
                      help="hidden layer sizes of the Q-network, e.g. 256,256 (default: "
                           "tfkd.models' teacher default; Atari: the Nature CNN)")
     sub.add_argument("--target-return", type=finite_float, default=None,
                      help="stop once a greedy evaluation reaches this mean return")
+    sub.add_argument("--select-episodes", type=positive_int, default=5,
+                     help="episodes of each evaluation during training, on selection seeds "
+                          "apart from the reported ones; the best evaluation is kept "
+                          "(default: %(default)s)")
     _add_checkpoint_and_tensorboard(sub, "training")
     sub.set_defaults(command="train_teacher")
 
