@@ -319,7 +319,7 @@ def test_tuple_and_dict_observation_spaces(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["train-teacher", "--env", "Pendulum-v1", "--steps", "10"], "discrete action space"),
     (["train-teacher", "--env", "NoSuchEnv-v0", "--steps", "10"], "NoSuchEnv-v0"),
-    (["distill", "--teacher", "/nonexistent/teacher"], "teacher.json"),
+    (["distill", "--teacher", "/nonexistent/teacher"], "No teacher folder"),
     (["evaluate", "--teacher", "/nonexistent/teacher.keras", "--env", "CartPole-v1"],
      "no such teacher model file"),
     (["evaluate", "--teacher", "/nonexistent/teacher.keras"], "--env is needed"),
