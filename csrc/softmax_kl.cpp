@@ -596,18 +596,6 @@ void scale_rows_range(const double* x, const double* w, int64_t begin, int64_t e
   kernels<double>().scale(x, w, begin, end, a, out);
 }
 
-void scale_rows(const float* x, const float* w, int64_t n, int64_t a, float* out,
-                int max_threads) {
-  parallel_rows(n, a, max_threads,
-                [=](int64_t b, int64_t e) { scale_rows_range(x, w, b, e, a, out); });
-}
-
-void scale_rows(const double* x, const double* w, int64_t n, int64_t a, double* out,
-                int max_threads) {
-  parallel_rows(n, a, max_threads,
-                [=](int64_t b, int64_t e) { scale_rows_range(x, w, b, e, a, out); });
-}
-
 const char* simd_level() {
   switch (kIsa) {
     case Isa::kV4: return "x86-64-v4 (AVX-512)";
