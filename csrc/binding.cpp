@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <string>
 #include <vector>
@@ -19,9 +20,11 @@ namespace {
 template <typename F>
 using Contiguous = py::array_t<F, py::array::c_style | py::array::forcecast>;
 
+// The rule of tfkd/ops/checks.py: a normal float32, so that 1 / T is finite.
 void check_temperature(double value, const char* name) {
-  if (!(std::isfinite(value) && value > 0))
-    throw py::value_error(std::string(name) + " must be finite and > 0, got " + std::to_string(value));
+  if (!(value >= std::numeric_limits<float>::min() && value <= std::numeric_limits<float>::max()))
+    throw py::value_error(std::string(name) + " must be finite and > 0, a normal float32, got " +
+                          std::to_string(value));
 }
 
 // Outputs are 64-byte aligned: a cache line, an AVX-512 vector, and the

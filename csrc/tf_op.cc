@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -100,8 +101,10 @@ absl::Status positive_scalar(const tf::Tensor& value, const char* name, F* out) 
     return tf::errors::InvalidArgument(name, " must be a scalar, got shape ",
                                        value.shape().DebugString());
   *out = value.scalar<F>()();
-  if (!(std::isfinite(*out) && *out > 0))
-    return tf::errors::InvalidArgument(name, " must be finite and > 0, got ", *out);
+  // The rule of tfkd/ops/checks.py: a normal float32, so that 1 / T is finite.
+  if (!(*out >= std::numeric_limits<float>::min() && *out <= std::numeric_limits<float>::max()))
+    return tf::errors::InvalidArgument(name, " must be finite and > 0, a normal float32, got ",
+                                       *out);
   return absl::OkStatus();
 }
 

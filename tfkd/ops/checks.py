@@ -10,12 +10,32 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+# A temperature's reciprocal multiplies the logits in float32 (and in
+# float64): a normal float32 T keeps 1 / T finite in both.
+_FLOAT32 = np.finfo(np.float32)
+TEMPERATURE_RANGE = (float(_FLOAT32.tiny), float(_FLOAT32.max))
+
+
+def temperature_message(name: str) -> str:
+    """The words of every bad-temperature error, eager or in a graph."""
+    low, high = TEMPERATURE_RANGE
+    return f"{name} must be finite and > 0, a normal float32 ({low:.4g} to {high:.4g})"
+
+
 def check_temperature(value, name: str) -> float:
+    """``value`` as a float if it is a real number in ``TEMPERATURE_RANGE``.
+
+    Raises:
+        ValueError: not a real number (bools included), or outside the
+            range: <= 0, NaN, infinite, or so small that float32 holds it
+            as a subnormal number or 0 (1e-39), whose reciprocal overflows.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     value = float(value)
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    low, high = TEMPERATURE_RANGE
+    if not low <= value <= high:
+        raise ValueError(f"{temperature_message(name)}, got {value}")
     return value
 
 
@@ -54,9 +74,9 @@ def temperature_tensors(temperature, student_temperature, dtype):
         value = tf.cast(value, dtype)
         if value.shape.rank not in (None, 0):
             raise ValueError(f"{name} must be a scalar, got shape {value.shape}")
-        check = tf.debugging.Assert(
-            tf.logical_and(tf.math.is_finite(value), value > 0),
-            [f"{name} must be finite and > 0, got", value])
+        low, high = TEMPERATURE_RANGE
+        in_range = tf.logical_and(value >= tf.constant(low, dtype), value <= tf.constant(high, dtype))
+        check = tf.debugging.Assert(in_range, [f"{temperature_message(name)}, got", value])
         with tf.control_dependencies([check]):
             out.append(tf.identity(value))
     return out
