@@ -69,7 +69,8 @@ def softmax_kl_numpy(teacher_logits, student_logits, temperature=1.0, student_te
         float16 / bfloat16 (computed in float32); else float32.
 
     Raises:
-        ValueError: bad shapes, non-float dtypes or temperatures.
+        ValueError: bad shapes, non-float dtypes or temperatures (as for
+            ``softmax_kl``).
         RuntimeError: the extension is not built.
     """
     extension = require_extension()
@@ -106,8 +107,10 @@ def softmax_kl(teacher_logits, student_logits, temperature=1.0, student_temperat
         dtype (float16 / bfloat16 are computed in float32). No T^2 factor.
 
     Raises:
-        ValueError: bad shapes, non-float dtypes, temperatures <= 0 or not
-            finite, an unknown backend, or "cpp" without the extension.
+        ValueError: bad shapes, non-float dtypes, a temperature that is not
+            a normal positive float32 (<= 0, NaN, past float32's largest, or
+            so small that 1 / T overflows: ``checks.TEMPERATURE_RANGE``), an unknown
+            backend, or "cpp" without the extension.
         tf.errors.InvalidArgumentError: the same problems found only at run
             time inside a graph (dynamic shapes, tensor temperatures).
     """
