@@ -75,7 +75,8 @@ def temperature_tensors(temperature, student_temperature, dtype):
         if value.shape.rank not in (None, 0):
             raise ValueError(f"{name} must be a scalar, got shape {value.shape}")
         low, high = TEMPERATURE_RANGE
-        in_range = tf.logical_and(value >= tf.constant(low, dtype), value <= tf.constant(high, dtype))
+        in_range = tf.logical_and(value >= tf.constant(low, dtype),
+                                  value <= tf.constant(high, dtype))
         check = tf.debugging.Assert(in_range, [f"{temperature_message(name)}, got", value])
         with tf.control_dependencies([check]):
             out.append(tf.identity(value))
