@@ -1,21 +1,33 @@
 # The two commands (see README): `make demo` and `make test`. Each creates or
 # refreshes .venv and installs everything: tfkd with its C++ extension,
-# TensorFlow 2.21 and the TF-Agents extra. A second run with nothing changed
-# only re-runs the job.
+# TensorFlow 2.21 and the extras below. A second run with nothing changed
+# only re-runs the job. pyproject.toml holds every requirement and pin.
 PYTHON ?= python3
+EXTRAS := agents,box2d,atari,test
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tfkd-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
+# pyproject.toml's lists, one requirement a line (tomllib: Python 3.11+).
+# setup.py builds against the installed TensorFlow, so the build's tools and
+# every dependency are installed before tfkd, which is then built without
+# build isolation; tf-agents goes in without its dependencies (its pins
+# cannot be resolved beside TF 2.21; the `agents` extra lists its real needs).
+READ_PYPROJECT := $(BIN)/python -c 'import sys, tomllib; \
+  p = tomllib.load(open("pyproject.toml", "rb")); extras = p["project"]["optional-dependencies"]; \
+  print(*(p["build-system"]["requires"] + p["project"]["dependencies"] \
+          + [r for e in sys.argv[1].split(",") for r in extras[e]]), sep="\n") \
+  if sys.argv[1] else print(*p["tool"]["tfkd"]["install-without-deps"], sep="\n")'
+
 .PHONY: demo test test-all bench install clean
 
-$(STAMP): requirements.txt setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+$(STAMP): setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -r requirements.txt
-	# tf-agents' own metadata pins cannot be resolved beside TF 2.21; its real
-	# needs are in requirements.txt (see DESIGN.md).
-	$(PIP) install --no-deps tf-agents==0.19.0
+	@$(READ_PYPROJECT) $(EXTRAS) > $(VENV)/requirements.txt
+	@$(READ_PYPROJECT) "" > $(VENV)/requirements-no-deps.txt
+	$(PIP) install -r $(VENV)/requirements.txt
+	$(PIP) install --no-deps -r $(VENV)/requirements-no-deps.txt
 	$(PIP) install --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 

@@ -1,8 +1,11 @@
-"""Builds tfkd and its C++ kernel with CMake.
+"""Builds tfkd's C++ kernel with CMake; the project's metadata and
+dependencies are in pyproject.toml.
 
 Adapted from pybind11's cmake_example: setuptools drives CMake, which
 compiles ``csrc/`` into the Python extension module ``tfkd._C`` (the NumPy
 entry) and the TensorFlow op library ``tfkd/_tf_ops.so`` (the "cpp" backend).
+The build asks the installed TensorFlow for its headers and ABI flags, so it
+runs without build isolation, after TensorFlow is installed (see the Makefile).
 """
 
 import json
@@ -11,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -81,41 +84,7 @@ def tensorflow_cmake_args() -> list[str]:
             f"-DTFKD_TF_LINK_LIBS={';'.join(libs)}"]
 
 
-AGENTS_NEEDS = [
-    # tf-agents==0.19.0 itself must be installed with `pip install --no-deps`:
-    # its metadata pins cannot be resolved beside TF 2.21 (see README).
-    "tf-keras==2.21.*",
-    "tensorflow-probability==0.25.*",
-    "gym==0.23.1",
-    "pillow",
-    "gin-config",
-    "cloudpickle",
-]
-
 setup(
-    name="tfkd",
-    version="0.1.0",
-    description="Knowledge distillation for reinforcement learning in TensorFlow/Keras",
-    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["tfkd", "tfkd.*"]),
     ext_modules=[CMakeExtension("tfkd._C")],
     cmdclass={"build_ext": CMakeBuild},
-    python_requires=">=3.10",
-    install_requires=[
-        "tensorflow==2.21.*",
-        "tensorboard",
-        "numpy",
-        "gymnasium>=1.0",
-        "matplotlib",
-        "tqdm",
-    ],
-    extras_require={
-        "agents": AGENTS_NEEDS,
-        "box2d": ["gymnasium[box2d]>=1.0"],
-        "atari": ["ale-py", "opencv-python-headless"],
-        "test": ["pytest", "hypothesis", "scikit-learn"],
-    },
-    entry_points={"console_scripts": ["tfkd=tfkd.cli:main"]},
-    zip_safe=False,
 )

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <string>
 #include <vector>
@@ -19,9 +20,11 @@ namespace {
 template <typename F>
 using Contiguous = py::array_t<F, py::array::c_style | py::array::forcecast>;
 
+// The rule of tfkd/ops/checks.py: a normal float32, so that 1 / T is finite.
 void check_temperature(double value, const char* name) {
-  if (!(std::isfinite(value) && value > 0))
-    throw py::value_error(std::string(name) + " must be finite and > 0, got " + std::to_string(value));
+  if (!(value >= std::numeric_limits<float>::min() && value <= std::numeric_limits<float>::max()))
+    throw py::value_error(std::string(name) + " must be finite and > 0, a normal float32, got " +
+                          std::to_string(value));
 }
 
 // Outputs are 64-byte aligned: a cache line, an AVX-512 vector, and the
@@ -40,7 +43,7 @@ Contiguous<F> aligned_array(std::vector<py::ssize_t> shape) {
 
 template <typename F>
 py::tuple run(const py::array& teacher, const py::array& student, double temperature,
-              double student_temperature, int max_threads) {
+              double student_temperature) {
   // forcecast + c_style copy anything non-contiguous or of another dtype, so
   // the kernel only ever sees dense row-major buffers of its own type.
   auto t = Contiguous<F>::ensure(teacher);
@@ -56,13 +59,13 @@ py::tuple run(const py::array& teacher, const py::array& student, double tempera
   {
     py::gil_scoped_release release;
     tfkd::softmax_kl(tp, sp, n, a, static_cast<F>(temperature), static_cast<F>(student_temperature),
-                     klp, gp, max_threads);
+                     klp, gp);
   }
   return py::make_tuple(kl, grad);
 }
 
 py::tuple softmax_kl(const py::array& teacher, const py::array& student, double temperature,
-                     double student_temperature, int max_threads) {
+                     double student_temperature) {
   if (teacher.ndim() != 2 || student.ndim() != 2)
     throw py::value_error("softmax_kl expects 2-D [batch, actions] arrays, got ranks " +
                           std::to_string(teacher.ndim()) + " and " + std::to_string(student.ndim()));
@@ -78,38 +81,10 @@ py::tuple softmax_kl(const py::array& teacher, const py::array& student, double 
                             std::string(py::str(x->dtype())));
   check_temperature(temperature, "temperature");
   check_temperature(student_temperature, "student_temperature");
-  if (max_threads < 0) throw py::value_error("max_threads must be >= 0");
   // float64 in either byte order; forcecast converts to the native one.
   const bool f64 = teacher.dtype().itemsize() == 8 || student.dtype().itemsize() == 8;
-  return f64 ? run<double>(teacher, student, temperature, student_temperature, max_threads)
-             : run<float>(teacher, student, temperature, student_temperature, max_threads);
-}
-
-template <typename F>
-py::array scale_rows_as(const py::array& x_in, const py::array& w_in, int max_threads) {
-  auto x = Contiguous<F>::ensure(x_in);
-  auto w = Contiguous<F>::ensure(w_in);
-  if (!x || !w) throw py::error_already_set();
-  const py::ssize_t n = x.shape(0), a = x.shape(1);
-  auto out = aligned_array<F>({n, a});
-  const F* xp = x.data();
-  const F* wp = w.data();
-  F* op = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    tfkd::scale_rows(xp, wp, n, a, op, max_threads);
-  }
-  return out;
-}
-
-py::array scale_rows(const py::array& x, const py::array& w, int max_threads) {
-  if (x.ndim() != 2 || w.ndim() != 1 || w.shape(0) != x.shape(0))
-    throw py::value_error("scale_rows expects x [n, a] and w [n]");
-  for (const py::array* v : {&x, &w})
-    if (v->dtype().kind() != 'f') throw py::value_error("scale_rows expects floating-point arrays");
-  if (max_threads < 0) throw py::value_error("max_threads must be >= 0");
-  return x.dtype().itemsize() == 8 ? scale_rows_as<double>(x, w, max_threads)
-                                   : scale_rows_as<float>(x, w, max_threads);
+  return f64 ? run<double>(teacher, student, temperature, student_temperature)
+             : run<float>(teacher, student, temperature, student_temperature);
 }
 
 }  // namespace
@@ -117,11 +92,9 @@ py::array scale_rows(const py::array& x, const py::array& w, int max_threads) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "tfkd's fused softmax-KL kernel (C++).";
   m.def("softmax_kl", &softmax_kl, py::arg("teacher_logits"), py::arg("student_logits"),
-        py::arg("temperature"), py::arg("student_temperature"), py::arg("max_threads") = 0,
+        py::arg("temperature"), py::arg("student_temperature"),
         R"doc(Per-row KL(softmax(t/T) || softmax(s/S)) and its gradient (q - p)/S.
 
 Returns (kl [n], grad [n, a]); float64 if either input is float64, else float32.)doc");
-  m.def("scale_rows", &scale_rows, py::arg("x"), py::arg("w"), py::arg("max_threads") = 0,
-        "x * w[:, None] in x's dtype: the backward pass's chain rule, multi-threaded.");
   m.def("simd_level", &tfkd::simd_level, "Instruction set chosen at run time.");
 }

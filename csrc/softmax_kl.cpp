@@ -30,8 +30,8 @@ template <> struct ExpConstants<float> {
   static constexpr int kLogTerms = 4;  // atanh series: error < 1e-9 on |u| <= 0.172
   static constexpr Bits kBias = 127;
   static constexpr float kLn2Hi = 0.693145751953125f, kLn2Lo = 1.428606765330187e-06f;
-  // Degree 5, fitted for least maximum relative error on |r| <= ln2/2: 1.7e-7
-  // evaluated in float32 (degree 6 Taylor: 2.4e-7, one FMA more).
+  // Degree 5, fitted for least maximum relative error on |r| <= ln2/2 (1.7e-7
+  // in float32): more accurate than degree 6 Taylor (2.4e-7), one FMA fewer.
   template <typename X>  // float, or a vector of floats
   static TFKD_INLINE X poly(X r) {
     return 1.0f + r * (0.99999970f + r * (0.49999151f + r * (0.16667636f + r * (0.041897930f +
@@ -123,9 +123,7 @@ TFKD_INLINE F vlog(F x) {
 // for exp's 2^n, and gathers / scatters for a tile's left-over columns. Each
 // helper carries the v4 target instead of TFKD_INLINE: the compiler inlines
 // it into the v4 copy, the only caller, once the tile is inlined there.
-// Measured on one thread against the generic code at 4096 x 18 and
-// 65536 x 18: 1.05-1.06x from the exp, 1.025-1.035x from the columns.
-// (Long rows gained nothing from the exp: row_kl stays generic.)
+// row_kl (long rows) stays generic: this exp does not make it faster.
 namespace avx512 {
 #define TFKD_V4 inline TFKD_TARGET("arch=x86-64-v4")
 using Floats = float __attribute__((vector_size(64)));
@@ -170,8 +168,8 @@ constexpr bool kFloatTile = std::is_same_v<F, float> && L == 16;
 }  // namespace avx512
 #endif
 
-// Rows of at most this many actions go through tile_kl, longer ones row_kl
-// (measured with the transposing tiles: about even from 96 actions on).
+// Rows of at most this many actions go through tile_kl, longer ones row_kl:
+// toward 100 actions the tiles' transposes cost as much as they save.
 constexpr int64_t kMaxTileActions = 64;
 
 // Whether a row's softmax sums say it has no defined KL (see below).
@@ -264,7 +262,7 @@ TFKD_INLINE void transpose(V* v) {
 // Whole L x L blocks go through registers. Each of the last a % L columns
 // is read down the L rows (nothing past them) into one vector and stored
 // whole: as L scalar stores, the wide loads that follow would wait for them
-// (store forwarding fails there; measured 3% of the 4096 x 18 time).
+// (store forwarding fails there).
 template <typename F, int L>
 TFKD_INLINE void load_transposed(const F* __restrict x, int64_t a, F* __restrict out) {
   using V = typename Lanes<F, L>::type;
@@ -392,9 +390,8 @@ TFKD_INLINE void tile_kl(const F* __restrict t, const F* __restrict s, int64_t a
 }
 
 // Asks for t[i, i + count) and s[i, i + count) to be loaded into the cache:
-// the rows after next, so they arrive while the current ones are computed
-// (measured at 65536 x 18, 4.7 MB per input: 5-8% faster on one or two
-// threads; a distance of 4 or 8 tiles was slower).
+// the rows after next, so that inputs larger than the cache arrive while the
+// current rows are computed. Two tiles ahead is the distance that pays best.
 template <typename F>
 TFKD_INLINE void prefetch_rows(const F* t, const F* s, int64_t i, int64_t count) {
   for (int64_t k = 0; k < count; k += 64 / sizeof(F)) {
@@ -594,18 +591,6 @@ void scale_rows_range(const float* x, const float* w, int64_t begin, int64_t end
 void scale_rows_range(const double* x, const double* w, int64_t begin, int64_t end, int64_t a,
                       double* out) {
   kernels<double>().scale(x, w, begin, end, a, out);
-}
-
-void scale_rows(const float* x, const float* w, int64_t n, int64_t a, float* out,
-                int max_threads) {
-  parallel_rows(n, a, max_threads,
-                [=](int64_t b, int64_t e) { scale_rows_range(x, w, b, e, a, out); });
-}
-
-void scale_rows(const double* x, const double* w, int64_t n, int64_t a, double* out,
-                int max_threads) {
-  parallel_rows(n, a, max_threads,
-                [=](int64_t b, int64_t e) { scale_rows_range(x, w, b, e, a, out); });
 }
 
 const char* simd_level() {

@@ -41,13 +41,9 @@ void softmax_kl_rows(const double* t, const double* s, int64_t begin, int64_t en
                      double temperature, double student_temperature, double* kl, double* grad,
                      const double* grad_scale = nullptr);
 
-// out[i, :] = x[i, :] * w[i]: the backward pass's chain rule for a per-row
-// upstream gradient w, at memory speed. x and out hold n * a elements, w n.
-void scale_rows(const float* x, const float* w, int64_t n, int64_t a, float* out,
-                int max_threads = 0);
-void scale_rows(const double* x, const double* w, int64_t n, int64_t a, double* out,
-                int max_threads = 0);
-// Rows [begin, end) of scale_rows on the calling thread; out may be x.
+// out[i, :] = x[i, :] * w[i] for rows [begin, end), on the calling thread:
+// the backward pass's chain rule for a per-row upstream gradient w, at
+// memory speed. x and out hold n * a elements (out may be x), w n.
 void scale_rows_range(const float* x, const float* w, int64_t begin, int64_t end, int64_t a,
                       float* out);
 void scale_rows_range(const double* x, const double* w, int64_t begin, int64_t end, int64_t a,

@@ -9,14 +9,15 @@
 //
 // They check their inputs, let TensorFlow allocate the outputs (no copies, no
 // Python) and split the rows between the calling thread and helpers on the
-// executor's inter-op threads (for_row_tiles). The
-// gradient is wired in Python (tfkd/ops/softmax_kl.py, tf.custom_gradient).
+// executor's inter-op threads (for_row_tiles). The gradient is wired in
+// Python (tfkd/ops/kernel.py, tf.custom_gradient).
 #include "softmax_kl.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -33,9 +34,8 @@ using tf::shape_inference::InferenceContext;
 using tf::shape_inference::ShapeHandle;
 
 // A unit of work is kTileRows rows; its cost is in TensorFlow's nominal
-// "cycles" (as for tf::Shard): the kernel's per element, the backward's
-// scaling (a pass at memory speed: 8 bytes per element) 0.4 of it (measured
-// 2.4 and 1 cycle per element at 65536 x 18, 4.7 MB, on one thread).
+// "cycles" (as for tf::Shard): the kernel's per element, and the backward's
+// scaling, one pass at memory speed (8 bytes per element), 0.4 of it.
 constexpr int64_t kKernelCost = 40, kScaleCost = 16;
 int64_t tile_cost(int64_t a, int64_t cost_per_element) { return kTileRows * a * cost_per_element; }
 
@@ -49,11 +49,9 @@ int64_t tile_cost(int64_t a, int64_t cost_per_element) { return kTileRows * a * 
 //
 // The helpers go to the executor's runner (its inter-op pool), whose threads
 // are awake (one just handed this op over), rather than to the intra-op
-// pool, whose sleeping threads started so late that the second core added
-// little: measured in one process against the intra-op pool at 65536 x 18
-// and 16384 x 256, the runner's op was 1.09-1.14x faster (median of 400
-// interleaved calls). The intra-op pool when there is no runner. The
-// intra-op setting (its thread count) still bounds how many threads work.
+// pool, whose sleeping threads start too late to take much of the work; to
+// the intra-op pool only when there is no runner. The intra-op setting (its
+// thread count) still bounds how many threads work.
 template <typename Fn>
 void for_row_tiles(tf::OpKernelContext* ctx, int64_t n, int64_t cost_per_tile, Fn rows) {
   // As parallel_rows: ~32k kernel elements per thread at least (fewer cost
@@ -100,8 +98,10 @@ absl::Status positive_scalar(const tf::Tensor& value, const char* name, F* out) 
     return tf::errors::InvalidArgument(name, " must be a scalar, got shape ",
                                        value.shape().DebugString());
   *out = value.scalar<F>()();
-  if (!(std::isfinite(*out) && *out > 0))
-    return tf::errors::InvalidArgument(name, " must be finite and > 0, got ", *out);
+  // The rule of tfkd/ops/checks.py: a normal float32, so that 1 / T is finite.
+  if (!(*out >= std::numeric_limits<float>::min() && *out <= std::numeric_limits<float>::max()))
+    return tf::errors::InvalidArgument(name, " must be finite and > 0, a normal float32, got ",
+                                       *out);
   return absl::OkStatus();
 }
 

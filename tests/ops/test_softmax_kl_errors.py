@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from softmax_kl_reference import assert_matches_reference
-from tfkd.ops import softmax_kl, softmax_kl_numpy
+from tfkd.ops import kernel, softmax_kl, softmax_kl_numpy
 
 ENTRIES = ["numpy", "cpp", "tf", "auto"]
 BACKENDS = ["cpp", "tf", "auto"]
@@ -95,7 +95,10 @@ def test_string_logits_are_a_value_error(entry):
 
 # --- temperatures ------------------------------------------------------------
 
-BAD_TEMPERATURES = [0.0, -0.0, -1.0, float("nan"), float("inf"), float("-inf")]
+# 1e-39 is a subnormal float32 and 1e-50 is 0 in float32: 1 / T overflows.
+# 1e39 is infinite in float32.
+BAD_TEMPERATURES = [0.0, -0.0, -1.0, float("nan"), float("inf"), float("-inf"), 1e-39, 1e-50,
+                    1e39]
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -112,6 +115,37 @@ def test_a_bad_student_temperature_is_a_value_error_naming_it(entry, value):
     t, s = logits((4, 5))
     with pytest.raises(ValueError, match="student_temperature must be finite and > 0"):
         call(entry, t, s, 1.0, value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [1e-39, 1e39])
+def test_a_temperature_outside_float32s_normal_range_is_the_same_error_everywhere(dtype, value):
+    # float64 logits too: one rule for every dtype and backend.
+    t, s = logits((4, 5), dtype)
+    messages = set()
+    for entry in ENTRIES:
+        with pytest.raises(ValueError) as error:
+            call(entry, t, s, value)
+        messages.add(str(error.value))
+    assert len(messages) == 1, messages
+    assert "\n" not in messages.pop()
+
+
+@pytest.mark.parametrize("value", [1e-39, 1e39, float("nan")])
+def test_the_kernels_own_entries_apply_the_same_temperature_rule(value):
+    t, s = logits((4, 5))
+    with pytest.raises(ValueError, match="student_temperature must be finite and > 0, a normal"):
+        kernel.require_extension().softmax_kl(t, s, 1.0, value)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="temperature must be finite and > 0"):
+        kernel.op_library.tfkd_softmax_kl(t, s, value, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("value", [1.2e-38, 1e-30, 3e38])
+def test_a_temperature_inside_float32s_normal_range_is_accepted(entry, value):
+    t, s = logits((4, 5))
+    kl, _ = call(entry, t, s, value)
+    assert kl.shape == (4,)
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -207,7 +241,7 @@ def test_in_a_graph_an_empty_action_axis_is_invalid_argument(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("value", [0.0, -2.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [0.0, -2.0, float("nan"), float("inf"), 1e-39])
 @pytest.mark.parametrize("which", ["temperature", "student_temperature"])
 def test_in_a_graph_a_bad_temperature_tensor_is_invalid_argument(backend, value, which):
     kl = dynamic_graph(backend)

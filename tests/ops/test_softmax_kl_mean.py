@@ -5,10 +5,12 @@ backends, with upstream gradients of 1 (no backward pass) and of anything else."
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from softmax_kl_reference import softmax_kl_reference
 from tfkd import ops
-from tfkd.ops import softmax_kl_mean
+from tfkd.ops import kernel, softmax_kl_mean
 
 BACKENDS = ["cpp", "tf"]
 
@@ -104,22 +106,35 @@ def test_bad_sample_weight_and_scale(backend):
 
 
 def test_op_checks_grad_scale_shape():
-    from tfkd.ops.softmax_kl import _OPS
-
     t = tf.zeros([4, 3])
     with pytest.raises(tf.errors.InvalidArgumentError, match="grad_scale"):
-        _OPS.tfkd_softmax_kl(t, t, 1.0, 1.0, tf.ones([5]))
+        kernel.op_library.tfkd_softmax_kl(t, t, 1.0, 1.0, tf.ones([5]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="w must"):
-        _OPS.tfkd_scale_rows(t, tf.ones([3]))
+        kernel.op_library.tfkd_scale_rows(t, tf.ones([3]))
 
 
 def test_op_scalar_grad_scale_scales_every_row(rng):
-    from tfkd.ops.softmax_kl import _OPS
-
     t, s = (tf.constant(rng.normal(0, 2, (20, 7)).astype(np.float32)) for _ in range(2))
-    kl1, grad1 = _OPS.tfkd_softmax_kl(t, s, 1.0, 1.0, 1.0)
-    kl3, grad3 = _OPS.tfkd_softmax_kl(t, s, 1.0, 1.0, 3.0)
+    kl1, grad1 = kernel.op_library.tfkd_softmax_kl(t, s, 1.0, 1.0, 1.0)
+    kl3, grad3 = kernel.op_library.tfkd_softmax_kl(t, s, 1.0, 1.0, 3.0)
     np.testing.assert_array_equal(kl1.numpy(), kl3.numpy())
     np.testing.assert_allclose(grad3.numpy(), 3 * grad1.numpy(), rtol=1e-5,
                                atol=1e-6 * np.abs(grad1.numpy()).max())
-    np.testing.assert_array_equal(_OPS.tfkd_scale_rows(grad1, 1.0).numpy(), grad1.numpy())
+    unscaled = kernel.op_library.tfkd_scale_rows(grad1, 1.0)
+    np.testing.assert_array_equal(unscaled.numpy(), grad1.numpy())
+
+
+# The backward pass's chain rule, TfkdScaleRows: x * w[:, None], on the
+# calling thread and the executor's helpers alike.
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(0, 3000), a=st.integers(1, 300),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1))
+def test_op_scale_rows_multiplies_each_row_by_its_weight(n, a, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, a)).astype(dtype)
+    w = rng.normal(size=n).astype(dtype)
+    expected = x * w[:, None]
+    out = kernel.op_library.tfkd_scale_rows(x, w).numpy()
+    assert out.dtype == dtype and out.shape == (n, a)
+    np.testing.assert_array_equal(out, expected)

@@ -316,40 +316,16 @@ def test_python_lists_are_accepted_as_float64(rng):
     assert_matches_reference(kl, grad, t, s, 1.0)
 
 
-# The backward pass's chain rule, tfkd._C.scale_rows: x * w[:, None].
-
-@FAST
-@given(n=st.integers(0, 3000), a=st.integers(1, 300), dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2**32 - 1))
-def test_scale_rows_multiplies_each_row_by_its_weight(n, a, dtype, seed):
-    from tfkd import _C
-
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, a)).astype(dtype)
-    w = rng.normal(size=n).astype(dtype)
-    out = _C.scale_rows(x, w)
-    assert out.dtype == dtype and out.shape == (n, a)
-    np.testing.assert_array_equal(out, x * w[:, None])
-
-
-def test_scale_rows_rejects_mismatched_or_non_float_arrays():
-    from tfkd import _C
-
-    x = np.ones((4, 3), np.float32)
-    with pytest.raises(ValueError, match=r"x \[n, a\] and w \[n\]"):
-        _C.scale_rows(x, np.ones(5, np.float32))
-    with pytest.raises(ValueError, match="floating-point"):
-        _C.scale_rows(x.astype(np.int32), np.ones(4, np.float32))
-
-
 # The kernel is compiled once per instruction set (AVX-512, AVX2, SSE2) with
 # tiles as wide as the vectors; TFKD_SIMD caps the choice at load time, so
-# each copy is checked here whatever this machine's CPU.
+# each copy is checked here whatever this machine's CPU: the loss through
+# tfkd._C, the backward's row scaling through the TensorFlow op.
 LOWER_ISA_CHECK = """
 import numpy as np
 from softmax_kl_reference import assert_matches_reference
-from tfkd import _C
+from tfkd.ops import kernel
 
+_C = kernel.require_extension()
 assert _C.simd_level().startswith(EXPECTED), _C.simd_level()
 rng = np.random.default_rng(7)
 for dtype in (np.float32, np.float64):
@@ -364,7 +340,8 @@ for dtype in (np.float32, np.float64):
             kl, grad = _C.softmax_kl(t, s, 0.7, 1.3)
             assert_matches_reference(kl, grad, t, s, 0.7, 1.3)
             w = rng.random(n).astype(dtype)
-            np.testing.assert_array_equal(_C.scale_rows(grad, w), grad * w[:, None])
+            scaled = kernel.op_library.tfkd_scale_rows(grad, w).numpy()
+            np.testing.assert_array_equal(scaled, grad * w[:, None])
     t = rng.standard_normal((40, 18)).astype(dtype)
     t[5, 3] = np.nan
     kl, grad = _C.softmax_kl(t, t, 1.0, 1.0)
