@@ -23,12 +23,11 @@ is reduced from ``call``.
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import tensorflow as tf
 
 from tfkd.ops import BACKENDS, softmax_kl, softmax_kl_mean
+from tfkd.ops.checks import check_temperature
 
 __all__ = [
     "GreedyActionNLL",
@@ -375,10 +374,7 @@ def _check_pair(teacher_logits, student_logits):
 
 
 def _check_temperature(temperature):
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
-            0 < temperature < float("inf")):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
+    return check_temperature(temperature, "temperature")
 
 
 def _check_backend(backend):
