@@ -48,6 +48,10 @@ def _run(args) -> int:
     for flag in ("checkpoint_dir", "tensorboard"):
         if getattr(args, flag, None):
             check_writable_dir(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if getattr(args, "csv", None):
+        if os.path.isdir(args.csv):
+            raise CliError(f"--csv {args.csv!r} is a folder, not a file.")
+        check_writable_dir(os.path.dirname(os.path.abspath(args.csv)), "--csv")
     out = OutputDir(args.out) if args.out else None
     try:
         _quiet_third_party()

@@ -26,6 +26,8 @@ from tfkd.cli.report import Row
 from tfkd.models import build_student, build_teacher, count_params
 from tfkd.rl.loops import DistillConfig, distill_student_driven, distill_teacher_driven
 from tfkd.rl import teacher_io
+from tfkd.rl.callbacks import RoundCSVLogger
+from tfkd.rl.dqn import LOG_KEYS as DQN_LOG_KEYS
 from tfkd.rl.dqn import DQNConfig, train_dqn
 from tfkd.rl.dqn import load_dqn_teacher as load_keras_dqn_teacher
 from tfkd.rl.dqn import save_dqn_teacher as save_keras_dqn_teacher
@@ -102,11 +104,11 @@ def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
     spec = _env_spec(args.env)
     teacher_args = argparse.Namespace(
         env=args.env, backend="tf-agents", steps=args.teacher_steps, hidden=None,
-        target_return=args.teacher_target_return, checkpoint_dir=None, tensorboard=None,
+        target_return=args.teacher_target_return, checkpoint_dir=None, tensorboard=None, csv=None,
         select_episodes=TEACHER_SELECT_EPISODES, seed=args.seed, quiet=args.quiet)
     distill_args = argparse.Namespace(
         **vars(args), mode="student", student_hidden=None, loss="soft_target_kl",
-        temperature=1.0, target_return=args.student_target_return, checkpoint_dir=None)
+        temperature=1.0, target_return=args.student_target_return, checkpoint_dir=None, csv=None)
     with _staging(out) as folder:
         teacher = _train_teacher(teacher_args, spec,
                                  os.path.join(folder, TEACHER_FOLDER) if folder else None)
@@ -157,7 +159,9 @@ def _dqn_config(args: argparse.Namespace) -> DQNConfig:
         epsilon_fraction=min(0.5, 10_000 / steps),
         eval_every=min(2_500, steps), eval_episodes=args.select_episodes,
         target_return=args.target_return, seed=args.seed, progress=not args.quiet,
-        checkpoint_dir=args.checkpoint_dir, tensorboard_dir=args.tensorboard)
+        checkpoint_dir=args.checkpoint_dir, tensorboard_dir=args.tensorboard,
+        callbacks=[RoundCSVLogger(args.csv, keys=DQN_LOG_KEYS, index_name="evaluation")]
+        if args.csv else ())
     if atari and args.backend == "keras" and len(config.hidden_units) != 1:
         raise CliError("an Atari teacher takes one --hidden width (the Nature CNN's dense layer).")
     return config
@@ -193,7 +197,7 @@ def _distill(args: argparse.Namespace, teacher, env_id: str, folder: str | None,
         seed=args.seed, progress=not args.quiet, num_envs=min(8, steps_per_round),
         temperature=args.temperature, distillation_loss=args.loss,
         target_return=args.target_return, keep_best=True, checkpoint_dir=args.checkpoint_dir,
-        tensorboard_dir=args.tensorboard)
+        tensorboard_dir=args.tensorboard, csv_path=args.csv)
     eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
     history, comparison, interrupted = None, None, False
     print(f"distilling {env_id} ({args.mode}-driven, {args.steps} env steps) ...", flush=True)

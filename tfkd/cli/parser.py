@@ -218,6 +218,9 @@ def _add_checkpoint_and_tensorboard(sub, what: str) -> None:
                      help=f"checkpoint the {what} in DIR; rerunning with the same DIR resumes")
     sub.add_argument("--tensorboard", metavar="DIR",
                      help=f"log the {what} to TensorBoard in DIR")
+    sub.add_argument("--csv", metavar="FILE",
+                     help=f"log the {what} to FILE, one CSV row per evaluation or round, "
+                          "written as it goes")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

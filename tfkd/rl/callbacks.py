@@ -34,16 +34,21 @@ LOG_KEYS = ("return", "normalized_score", "agreement", "loss", "beta", "buffer_s
 class RoundCSVLogger(keras.callbacks.Callback):
     """One CSV row per round, flushed as it is written (like ``keras.callbacks.CSVLogger``).
 
-    Columns: ``round`` then :data:`LOG_KEYS`; an empty cell is a None.
+    Columns: ``index_name`` then ``keys``; an empty cell is a None.
 
     Args:
         path: the CSV file; created with its parent folders, overwritten by
             ``on_train_begin``.
+        keys: the logs written, in column order (default: a distillation
+            round's, :data:`LOG_KEYS`).
+        index_name: the first column's name (the ``epoch`` argument).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, keys=LOG_KEYS, index_name: str = "round"):
         super().__init__()
         self.path = os.fspath(path)
+        self.keys = tuple(keys)
+        self.index_name = index_name
         self._file = None
         self._writer = None
 
@@ -53,12 +58,12 @@ class RoundCSVLogger(keras.callbacks.Callback):
             os.makedirs(folder, exist_ok=True)
         self._file = open(self.path, "w", newline="")
         self._writer = csv.writer(self._file)
-        self._writer.writerow(("round", *LOG_KEYS))
+        self._writer.writerow((self.index_name, *self.keys))
         self._file.flush()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        row = [epoch] + ["" if logs.get(key) is None else logs[key] for key in LOG_KEYS]
+        row = [epoch] + ["" if logs.get(key) is None else logs[key] for key in self.keys]
         self._writer.writerow(row)
         self._file.flush()
 

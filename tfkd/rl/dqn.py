@@ -46,6 +46,10 @@ from tfkd.rl.envs import env_spec, make_vector_env
 from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy, network_outputs
 
 
+# The logs each evaluation hands to callbacks, in this order.
+LOG_KEYS = ("return", "return_std", "best_return", "env_steps", "loss", "epsilon")
+
+
 @dataclass
 class DQNConfig:
     """Settings of a DQN teacher, for :func:`train_dqn` and ``tfkd.agents.train_dqn_teacher``.
