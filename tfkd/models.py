@@ -125,12 +125,8 @@ def build_teacher(observation_shape, num_actions, atari: bool,
             width (default :data:`ATARI_TEACHER_DENSE_UNITS`).
         name: the model's name.
     """
-    if atari:
-        return build_nature_cnn(num_actions, observation_shape, NATURE_CNN_FILTERS,
-                                _atari_dense_units(hidden_units, ATARI_TEACHER_DENSE_UNITS),
-                                name=name)
-    hidden = TEACHER_HIDDEN_UNITS if hidden_units is None else tuple(hidden_units)
-    return build_mlp(observation_shape, num_actions, hidden_units=hidden, name=name)
+    return _build_default(observation_shape, num_actions, atari, hidden_units, name,
+                          TEACHER_HIDDEN_UNITS, NATURE_CNN_FILTERS, ATARI_TEACHER_DENSE_UNITS)
 
 
 def build_student(observation_shape, num_actions, atari: bool,
@@ -146,11 +142,16 @@ def build_student(observation_shape, num_actions, atari: bool,
             width (default :data:`ATARI_STUDENT_DENSE_UNITS`).
         name: the model's name.
     """
+    return _build_default(observation_shape, num_actions, atari, hidden_units, name,
+                          STUDENT_HIDDEN_UNITS, ATARI_STUDENT_FILTERS, ATARI_STUDENT_DENSE_UNITS)
+
+
+def _build_default(observation_shape, num_actions, atari, hidden_units, name, mlp_hidden,
+                   cnn_filters, cnn_dense_units) -> keras.Model:
     if atari:
-        return build_nature_cnn(num_actions, observation_shape, ATARI_STUDENT_FILTERS,
-                                _atari_dense_units(hidden_units, ATARI_STUDENT_DENSE_UNITS),
-                                name=name)
-    hidden = STUDENT_HIDDEN_UNITS if hidden_units is None else tuple(hidden_units)
+        return build_nature_cnn(num_actions, observation_shape, cnn_filters,
+                                _atari_dense_units(hidden_units, cnn_dense_units), name=name)
+    hidden = mlp_hidden if hidden_units is None else tuple(hidden_units)
     return build_mlp(observation_shape, num_actions, hidden_units=hidden, name=name)
 
 

@@ -234,7 +234,7 @@ def test_feature_distillation_trains_a_projection(digits):
 @pytest.mark.parametrize("kwargs, match", [
     ({"alpha": 1.5}, r"alpha must be a number in \[0, 1\], got 1.5"),
     ({"alpha": -0.1}, "alpha must be"),
-    ({"temperature": 0.0}, "temperature must be a finite number > 0"),
+    ({"temperature": 0.0}, "temperature must be finite and > 0"),
     ({"temperature": -2.0}, "temperature"),
     ({"distillation_loss": "kld"}, "Keras' KL on probabilities.*SoftTargetKL"),
     ({"distillation_loss": keras.losses.KLDivergence()}, "expects probabilities"),

@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--backend", choices=("tf-agents", "keras"), default="tf-agents",
                      help="TF-Agents DqnAgent or tfkd's Keras 3 DQN (default: %(default)s)")
     sub.add_argument("--steps", type=positive_int, default=50_000,
-                     help="env steps of DQN training, the random warm-up included (default: %(default)s)")
+                     help="env steps of DQN training, the random warm-up included "
+                          "(default: %(default)s)")
     sub.add_argument("--hidden", type=hidden_units, default=None,
                      help="hidden layer sizes of the Q-network, e.g. 256,256 (default: "
                           "tfkd.models' teacher default; Atari: the Nature CNN)")
