@@ -25,16 +25,16 @@ import argparse
 import json
 import os
 
-parser = argparse.ArgumentParser(
-    description=__doc__.splitlines()[0],
-    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--teacher-steps", type=int, default=2_000_000,
-                    help="env steps of TF-Agents DQN training, after 20,000 of random play")
+                    help="env steps of TF-Agents DQN training, after 20,000 of random play"
+                         " (default: %(default)s)")
 parser.add_argument("--distill-steps", type=int, default=200_000,
-                    help="env steps of student-driven distillation")
+                    help="env steps of student-driven distillation (default: %(default)s)")
 parser.add_argument("--episodes", type=int, default=5,
-                    help="held-out episodes of the final comparison")
-parser.add_argument("--seed", type=int, default=0, help="fixes everything random in the run")
+                    help="held-out episodes of the final comparison (default: %(default)s)")
+parser.add_argument("--seed", type=int, default=0,
+                    help="fixes everything random in the run (default: %(default)s)")
 parser.add_argument("--out", default=None,
                     help="the only folder written to, checkpoints included; rerun with the "
                          "same one to resume (default: runs/atari_pong, runs/atari_pong-smoke "
@@ -73,7 +73,8 @@ teacher = trained.teacher
 
 # 2. Student-driven distillation into the small Nature CNN.
 student = tfkd.models.build_student((84, 84, 4), 6, atari=True, name="student")
-teacher_params, student_params = tfkd.models.count_params(teacher), tfkd.models.count_params(student)
+teacher_params = tfkd.models.count_params(teacher)
+student_params = tfkd.models.count_params(student)
 print(f"teacher: {teacher_params:,} parameters; student: {student_params:,} "
       f"(1/{teacher_params / student_params:.1f} of the teacher's)")
 rl.distill_student_driven(teacher, student, rl.DistillConfig(

@@ -20,16 +20,16 @@ import argparse
 import json
 import os
 
-parser = argparse.ArgumentParser(
-    description=__doc__.splitlines()[0],
-    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--teacher-steps", type=int, default=51_000,
-                    help="env steps of TF-Agents DQN training (1,000 of random play included)")
+                    help="env steps of TF-Agents DQN training (1,000 of random play included)"
+                         " (default: %(default)s)")
 parser.add_argument("--distill-steps", type=int, default=20_000,
-                    help="env steps of student-driven distillation")
+                    help="env steps of student-driven distillation (default: %(default)s)")
 parser.add_argument("--episodes", type=int, default=20,
-                    help="held-out episodes of the final comparison")
-parser.add_argument("--seed", type=int, default=0, help="fixes everything random in the run")
+                    help="held-out episodes of the final comparison (default: %(default)s)")
+parser.add_argument("--seed", type=int, default=0,
+                    help="fixes everything random in the run (default: %(default)s)")
 parser.add_argument("--out", default=None,
                     help="the only folder written to (default: runs/cartpole_tf_agents, "
                          "runs/cartpole_tf_agents-smoke with --smoke)")
@@ -62,7 +62,8 @@ teacher = trained.teacher  # observations -> Q-values; a frozen tf_keras network
 
 # 2. Student-driven distillation into a (32,) MLP.
 student = tfkd.models.build_mlp((4,), 2, hidden_units=(32,), name="student")
-teacher_params, student_params = tfkd.models.count_params(teacher), tfkd.models.count_params(student)
+teacher_params = tfkd.models.count_params(teacher)
+student_params = tfkd.models.count_params(student)
 print(f"teacher: {teacher_params:,} parameters; student: {student_params:,} "
       f"(1/{teacher_params / student_params:.0f} of the teacher's)")
 rl.distill_student_driven(teacher, student, rl.DistillConfig(

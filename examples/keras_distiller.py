@@ -24,17 +24,18 @@ import argparse
 import json
 import os
 
-parser = argparse.ArgumentParser(
-    description=__doc__.splitlines()[0],
-    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--teacher-steps", type=int, default=50_000,
-                    help="env steps of DQN training for the teacher")
+                    help="env steps of DQN training for the teacher (default: %(default)s)")
 parser.add_argument("--dataset-steps", type=int, default=20_000,
-                    help="env steps of teacher play collected for distillation")
-parser.add_argument("--epochs", type=int, default=10, help="epochs of the student over the data")
+                    help="env steps of teacher play collected for distillation"
+                         " (default: %(default)s)")
+parser.add_argument("--epochs", type=int, default=10,
+                    help="epochs of the student over the data (default: %(default)s)")
 parser.add_argument("--episodes", type=int, default=20,
-                    help="held-out episodes of the final comparison")
-parser.add_argument("--seed", type=int, default=0, help="fixes everything random in the run")
+                    help="held-out episodes of the final comparison (default: %(default)s)")
+parser.add_argument("--seed", type=int, default=0,
+                    help="fixes everything random in the run (default: %(default)s)")
 parser.add_argument("--out", default=None,
                     help="the only folder written to (default: runs/keras_distiller, "
                          "runs/keras_distiller-smoke with --smoke)")
@@ -74,7 +75,8 @@ teacher_actions = np.argmax(rollout.teacher_outputs, axis=-1)
 
 # 3. Keras' distiller with a tfkd loss.
 student = tfkd.models.build_mlp((4,), 2, hidden_units=(32,), name="student")
-teacher_params, student_params = tfkd.models.count_params(teacher), tfkd.models.count_params(student)
+teacher_params = tfkd.models.count_params(teacher)
+student_params = tfkd.models.count_params(student)
 print(f"teacher: {teacher_params:,} parameters; student: {student_params:,} "
       f"(1/{teacher_params / student_params:.0f} of the teacher's)")
 distiller = keras.distillation.Distiller(

@@ -21,16 +21,16 @@ import argparse
 import json
 import os
 
-parser = argparse.ArgumentParser(
-    description=__doc__.splitlines()[0],
-    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--teacher-steps", type=int, default=200_000,
-                    help="env steps of TF-Agents DQN training, after 1,000 of random play")
+                    help="env steps of TF-Agents DQN training, after 1,000 of random play"
+                         " (default: %(default)s)")
 parser.add_argument("--distill-steps", type=int, default=50_000,
-                    help="env steps of student-driven distillation")
+                    help="env steps of student-driven distillation (default: %(default)s)")
 parser.add_argument("--episodes", type=int, default=20,
-                    help="held-out episodes of the final comparison")
-parser.add_argument("--seed", type=int, default=0, help="fixes everything random in the run")
+                    help="held-out episodes of the final comparison (default: %(default)s)")
+parser.add_argument("--seed", type=int, default=0,
+                    help="fixes everything random in the run (default: %(default)s)")
 parser.add_argument("--out", default=None,
                     help="the only folder written to, checkpoints included; rerun with the "
                          "same one to resume (default: runs/lunar_lander, runs/lunar_lander-smoke "
@@ -70,7 +70,8 @@ print(f"teacher: best return on the selection episodes during training "
 
 # 2. Student-driven distillation into a (64,) MLP.
 student = tfkd.models.build_mlp((8,), 4, hidden_units=(64,), name="student")
-teacher_params, student_params = tfkd.models.count_params(teacher), tfkd.models.count_params(student)
+teacher_params = tfkd.models.count_params(teacher)
+student_params = tfkd.models.count_params(student)
 print(f"teacher: {teacher_params:,} parameters; student: {student_params:,} "
       f"(1/{teacher_params / student_params:.0f} of the teacher's)")
 rl.distill_student_driven(teacher, student, rl.DistillConfig(

@@ -25,9 +25,7 @@ import argparse
 import json
 import os
 
-parser = argparse.ArgumentParser(
-    description=__doc__.splitlines()[0],
-    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--teacher", default=None,
                     help="a saved teacher: a .keras file or a teacher folder "
                          "(default: the fixed linear controller)")
@@ -35,10 +33,12 @@ parser.add_argument("--train-teacher", action="store_true",
                     help="train a (256, 256) DQN teacher first (about 12 minutes) and save it "
                          "under OUT/teacher")
 parser.add_argument("--steps", type=int, default=5_000,
-                    help="env steps of distillation (labelled by the teacher)")
+                    help="env steps of distillation (labelled by the teacher)"
+                         " (default: %(default)s)")
 parser.add_argument("--episodes", type=int, default=100,
-                    help="held-out episodes of the final comparison")
-parser.add_argument("--seed", type=int, default=0, help="fixes everything random in the run")
+                    help="held-out episodes of the final comparison (default: %(default)s)")
+parser.add_argument("--seed", type=int, default=0,
+                    help="fixes everything random in the run (default: %(default)s)")
 parser.add_argument("--out", default=None,
                     help="the only folder written to (default: runs/rl_distill_cartpole, "
                          "runs/rl_distill_cartpole-smoke with --smoke)")
@@ -86,7 +86,8 @@ else:
 
 # 2. Student-driven distillation into a 64x64 student.
 student = tfkd.models.build_mlp((4,), 2, hidden_units=(64, 64), name="student")
-teacher_params, student_params = tfkd.models.count_params(teacher), tfkd.models.count_params(student)
+teacher_params = tfkd.models.count_params(teacher)
+student_params = tfkd.models.count_params(student)
 size = (f"1/{teacher_params / student_params:.1f} of" if student_params < teacher_params
         else f"{student_params / teacher_params:.0f} times")
 print(f"teacher: {teacher_params:,} parameters; student: {student_params:,} ({size} the teacher's)")
