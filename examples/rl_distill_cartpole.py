@@ -3,8 +3,8 @@
 1. The teacher. By default a fixed linear controller (8 weights, logits
    10·[-w·s, w·s]) that balances the pole for the full 500 steps: it needs no
    training, so the script runs in about a minute. ``--teacher PATH`` loads a
-   saved teacher instead (a ``.keras`` file, or a teacher folder written by
-   ``tfkd train-teacher`` or by ``--train-teacher``); ``--train-teacher``
+   saved teacher instead: a ``.keras`` file, or a teacher folder written by
+   ``tfkd train-teacher`` (either backend) or by ``--train-teacher``, which
    trains a (256, 256) double-DQN teacher (67,586 parameters, about 12
    minutes on 2 cores) and saves it under ``OUT/teacher``.
 2. Distil it student-driven (DAgger): the student acts, the teacher labels the
@@ -27,8 +27,9 @@ import os
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--teacher", default=None,
-                    help="a saved teacher: a .keras file or a teacher folder "
-                         "(default: the fixed linear controller)")
+                    help="a saved teacher: a .keras file, or a teacher folder of `tfkd "
+                         "train-teacher` or --train-teacher (default: the fixed linear "
+                         "controller)")
 parser.add_argument("--train-teacher", action="store_true",
                     help="train a (256, 256) DQN teacher first (about 12 minutes) and save it "
                          "under OUT/teacher")
@@ -50,6 +51,13 @@ if args.teacher and args.train_teacher:
 out = args.out or ("runs/rl_distill_cartpole" + ("-smoke" if args.smoke else ""))
 if args.smoke:
     args.steps, args.episodes = 200, 2
+teacher_backend = None  # of a teacher folder: "keras" or "tf-agents" (see its teacher.json)
+if args.teacher and os.path.isdir(args.teacher):
+    with open(os.path.join(args.teacher, "teacher.json")) as f:
+        teacher_backend = json.load(f)["backend"]
+if teacher_backend == "tf-agents":
+    # TF-Agents needs tf.keras = Keras 2; this must be set before TensorFlow loads.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -70,8 +78,12 @@ if args.teacher is None and not args.train_teacher:
     logits = keras.layers.Dense(2, use_bias=False, name="logits")
     teacher = keras.Model(inputs, logits(inputs), name="linear_teacher")
     logits.set_weights([10.0 * np.stack([-controller, controller], axis=1)])
-elif args.teacher is not None and os.path.isdir(args.teacher):
-    teacher, _ = rl.dqn.load_dqn_teacher(args.teacher)  # a Keras teacher folder
+elif teacher_backend == "tf-agents":
+    from tfkd import agents
+
+    teacher = agents.load_dqn_teacher(args.teacher)
+elif teacher_backend == "keras":
+    teacher, _ = rl.dqn.load_dqn_teacher(args.teacher)
 elif args.teacher is not None:
     teacher = keras.models.load_model(args.teacher)
 else:
@@ -88,7 +100,7 @@ else:
 student = tfkd.models.build_mlp((4,), 2, hidden_units=(64, 64), name="student")
 teacher_params = tfkd.models.count_params(teacher)
 student_params = tfkd.models.count_params(student)
-size = (f"1/{teacher_params / student_params:.1f} of" if student_params < teacher_params
+size = (f"1/{teacher_params / student_params:.1f} of" if student_params <= teacher_params
         else f"{student_params / teacher_params:.0f} times")
 print(f"teacher: {teacher_params:,} parameters; student: {student_params:,} ({size} the teacher's)")
 history = rl.distill_student_driven(teacher, student, rl.DistillConfig(
