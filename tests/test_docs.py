@@ -32,11 +32,12 @@ RUNNABLE = {"python": "python", "py": "python", "bash": "bash", "sh": "bash"}
 # Appended to each `tfkd SUBCOMMAND ...` line: the smallest budgets that still
 # train, select and evaluate something real.
 TINY_FLAGS = {
-    "train-teacher": "--steps 300 --eval-episodes 2",
+    "train-teacher": "--steps 300 --select-episodes 2 --eval-episodes 2",
     "distill": "--steps 400 --steps-per-round 200 --train-steps-per-round 20 "
                "--select-episodes 2 --eval-episodes 2",
     "evaluate": "--eval-episodes 2",
-    "demo": "--teacher-steps 300 --steps 400 --eval-episodes 2",
+    "demo": "--teacher-steps 300 --steps 400 --steps-per-round 200 --train-steps-per-round 20 "
+            "--select-episodes 2 --eval-episodes 2",
 }
 
 
