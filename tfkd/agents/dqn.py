@@ -55,10 +55,9 @@ from tqdm.auto import tqdm
 from tfkd.agents.environment import GymnasiumEnvironment
 from tfkd.agents.teachers import QNetworkTeacher
 from tfkd.models import count_params
-from tfkd.rl import teacher_io
+from tfkd.rl import evaluation, teacher_io
 from tfkd.rl.dqn import DQNConfig, DQNHistory, TrainingReporter
-from tfkd.rl import evaluation
-from tfkd.rl.envs import make_atari_env, make_env
+from tfkd.rl.envs import is_atari, make_atari_env, make_env
 
 __all__ = ["TrainedDqnTeacher", "build_q_network", "load_dqn_teacher", "make_tf_agents_env",
            "save_dqn_teacher", "train_dqn_teacher"]
@@ -101,7 +100,7 @@ def make_tf_agents_env(env_id: str, seed: int | None = None) -> GymnasiumEnviron
     ``ALE/...`` ids get the DQN frame preprocessing (84×84×4 uint8,
     ``tfkd.rl.envs.make_atari_env``); other ids must have vector observations.
     """
-    if env_id.startswith("ALE/"):
+    if is_atari(env_id):
         return GymnasiumEnvironment(make_atari_env(env_id), seed=seed, allow_images=True)
     return GymnasiumEnvironment(make_env(env_id), seed=seed)
 

@@ -32,21 +32,6 @@ from tfkd.rl.envs import check_discrete
 __all__ = ["GymnasiumEnvironment"]
 
 
-def _check_observation_rank(env_id: str, space: gym.Space, allow_images: bool) -> None:
-    """Vector observations (rank 1), or frames (rank 3) with ``allow_images``."""
-    if not isinstance(space, gym.spaces.Box):
-        raise ValueError(f"{env_id}: tfkd needs a Box observation space, got {space}.")
-    ranks = (1, 3) if allow_images else (1,)
-    if len(space.shape) not in ranks:
-        kind = "vector (rank 1)" + (" or image (rank 3)" if allow_images else "")
-        hint = ("" if allow_images else
-                " Image observations need the Atari path (the Nature CNN and frame "
-                "preprocessing): use an ALE/... id.")
-        raise ValueError(
-            f"{env_id}: observations of shape {space.shape} are not {kind} "
-            f"observations.{hint}")
-
-
 class GymnasiumEnvironment(py_environment.PyEnvironment):
     """Wraps a gymnasium environment with a discrete action space.
 
@@ -72,8 +57,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         super().__init__(handle_auto_reset=True)
         self._env = gym.make(env, **make_kwargs) if isinstance(env, str) else env
         env_id = self._env.spec.id if self._env.spec is not None else type(self._env).__name__
-        check_discrete(self._env.action_space, env_id)
-        _check_observation_rank(env_id, self._env.observation_space, allow_images)
+        check_discrete(self._env.action_space, env_id, self._env.observation_space, allow_images)
         self._discount = np.float32(discount)
         self._seed = seed
         space = self._env.observation_space

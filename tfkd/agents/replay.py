@@ -14,6 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
+from tfkd.rl.datasets import to_tf_dataset
+
 __all__ = ["replay_buffer_arrays", "replay_buffer_dataset"]
 
 
@@ -56,7 +58,7 @@ def replay_buffer_arrays(replay_buffer: Any, teacher: Callable[[Any], Any],
 
 def replay_buffer_dataset(replay_buffer: Any, teacher: Callable[[Any], Any],
                           batch_size: int = 256, max_transitions: int | None = None,
-                          shuffle: bool = True, seed: int | None = None) -> tf.data.Dataset:
+                          shuffle: bool = True, seed: int = 0) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(observations, teacher_outputs)`` batches.
 
     Example:
@@ -76,7 +78,4 @@ def replay_buffer_dataset(replay_buffer: Any, teacher: Callable[[Any], Any],
     """
     observations, teacher_outputs = replay_buffer_arrays(replay_buffer, teacher,
                                                          max_transitions=max_transitions)
-    dataset = tf.data.Dataset.from_tensor_slices((observations, teacher_outputs))
-    if shuffle:
-        dataset = dataset.shuffle(len(observations), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return to_tf_dataset(observations, teacher_outputs, batch_size, shuffle=shuffle, seed=seed)

@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterable, Iterator
 import gymnasium as gym
 import numpy as np
 
+from tfkd.rl.envs import is_atari
+
 TEACHER_FILE = "teacher.json"
 KERAS_MODEL_FILE = "teacher.keras"
 LATEST_FILE = "latest.json"
@@ -106,7 +108,7 @@ def check_env_id(env_id: Any, where: str) -> str:
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"{where}: the environment id {env_id!r} is not a string.")
     try:
-        if env_id.startswith("ALE/"):
+        if is_atari(env_id):
             import ale_py
 
             gym.register_envs(ale_py)
