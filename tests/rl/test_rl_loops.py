@@ -331,5 +331,5 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(cartpole_tea
     path = tmp_path / "taken"
     path.write_text("")
     config = DistillConfig(**TINY, checkpoint_dir=str(path))
-    with pytest.raises(NotADirectoryError, match="not a directory"):
+    with pytest.raises(ValueError, match="is a file, not a folder"):
         distill(cartpole_teacher, fresh_student(), config)

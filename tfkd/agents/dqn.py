@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from tfkd.agents.environment import GymnasiumEnvironment
 from tfkd.agents.teachers import QNetworkTeacher
 from tfkd.models import count_params
-from tfkd.rl import evaluation, teacher_io
+from tfkd.rl import evaluation, files, teacher_io
 from tfkd.rl.dqn import DQNConfig, DQNHistory, TrainingReporter
 from tfkd.rl.envs import is_atari, make_atari_env, make_env
 
@@ -181,7 +181,7 @@ def train_dqn_teacher(config: DQNConfig | None = None,
     """
     config = config or DQNConfig()
     config.check()
-    teacher_io.check_directory(out_dir, "out_dir")
+    files.check_directory(out_dir, "out_dir")
     keras.utils.set_random_seed(config.seed)
     start_time = time.perf_counter()
     tf_env = tf_py_environment.TFPyEnvironment(make_tf_agents_env(config.env_id, seed=config.seed))
@@ -198,7 +198,7 @@ def train_dqn_teacher(config: DQNConfig | None = None,
                                      replay_buffer=replay_buffer, env_step=env_step)
     seeds = evaluation.selection_seeds(config.seed, config.eval_episodes)
     history, best_weights = DQNHistory(selection_seeds=list(seeds)), None
-    folder = config.checkpoint_dir and teacher_io.latest_checkpoint(config.checkpoint_dir)
+    folder = config.checkpoint_dir and files.latest_checkpoint(config.checkpoint_dir)
     if folder:
         history, best_weights = _restore(folder, config, checkpoint)
     earlier_seconds = history.wall_time_s
@@ -283,12 +283,13 @@ def _save_checkpoint(config, step, checkpoint, history, best_weights) -> None:
     def write(folder):
         checkpoint.write(os.path.join(folder, "agent"))
         np.savez(os.path.join(folder, "best_weights.npz"), *(best_weights or []))
-        teacher_io.write_json(os.path.join(folder, "state.json"), {
+        files.write_json(os.path.join(folder, "state.json"), {
             "format": "tfkd.agents.dqn.checkpoint/1", "env_id": config.env_id, "step": step,
             "has_best_weights": best_weights is not None, "history": history.as_dict(),
             "config": config.as_dict()})
 
-    teacher_io.save_checkpoint(config.checkpoint_dir, step, write)
+    files.save_checkpoint(config.checkpoint_dir, f"ckpt-{int(step)}", write, "ckpt-",
+                          step=int(step))
 
 
 def _restore(folder, config, checkpoint) -> tuple[DQNHistory, list | None]:
@@ -327,7 +328,7 @@ def save_dqn_teacher(trained: TrainedDqnTeacher, config: DQNConfig, out_dir: str
         for name in os.listdir(temporary):
             os.replace(os.path.join(temporary, name), os.path.join(out_dir, name))
     if save_policy:
-        teacher_io.replace_directory(
+        files.replace_directory(
             lambda folder: policy_saver.PolicySaver(trained.agent.policy, batch_size=None)
             .save(folder), os.path.join(out_dir, POLICY_DIR))
     teacher_io.write_teacher_description(out_dir, {

@@ -7,17 +7,17 @@ on with ``teacher=None``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import pathlib
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 import tensorflow as tf
 from numpy.lib import format as npy_format
+
+from tfkd.rl import files
 
 NPZ_KEYS = ("observations", "teacher_outputs")
 REPLACEMENTS = ("fifo", "reservoir")
@@ -190,17 +190,11 @@ def save_npz(
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
+    with files.atomic_path(path) as temporary:
+        with open(temporary, "wb") as file:
             np.savez_compressed(file, observations=observations, teacher_outputs=teacher_outputs)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
     return path
 
 

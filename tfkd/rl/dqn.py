@@ -40,8 +40,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfkd.models import count_params
-from tfkd.rl import evaluation
-from tfkd.rl import teacher_io
+from tfkd.rl import evaluation, files, teacher_io
 from tfkd.rl.envs import env_spec, make_vector_env
 from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy, network_outputs
 
@@ -154,12 +153,12 @@ class DQNConfig:
                              f"got {self.target_update_tau!r}.")
         if self.target_return is not None and not np.isfinite(self.target_return):
             raise ValueError(f"DQNConfig.target_return must be finite, got {self.target_return}.")
-        teacher_io.check_directory(self.checkpoint_dir, "checkpoint_dir")
-        teacher_io.check_directory(self.tensorboard_dir, "tensorboard_dir")
+        files.check_directory(self.checkpoint_dir, "checkpoint_dir")
+        files.check_directory(self.tensorboard_dir, "tensorboard_dir")
 
     def as_dict(self) -> dict:
         """The settings as strict JSON (without ``callbacks``)."""
-        return teacher_io.strict_json(
+        return files.strict_json(
             {f.name: getattr(self, f.name) for f in fields(self) if f.name != "callbacks"})
 
 
@@ -188,7 +187,7 @@ class DQNHistory:
     env_steps: int = 0
 
     def as_dict(self) -> dict:
-        return teacher_io.strict_json(asdict(self))
+        return files.strict_json(asdict(self))
 
     @classmethod
     def from_dict(cls, values: dict) -> "DQNHistory":
@@ -292,7 +291,7 @@ class _Replay:
                 self.next_observations[index], self.terminated[index])
 
     def save(self, path):
-        teacher_io.write_npz(path, size=self.size, cursor=self.cursor,
+        files.write_npz(path, size=self.size, cursor=self.cursor,
                              **{name: getattr(self, name) for name in self.FIELDS})
 
     def load(self, path):
@@ -341,7 +340,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     config.check()
     if config.n_step_update != 1:
         raise ValueError("the Keras DQN takes n_step_update=1 only (TF-Agents takes more).")
-    teacher_io.check_directory(out_dir, "out_dir")
+    files.check_directory(out_dir, "out_dir")
     keras.utils.set_random_seed(config.seed)
     env = make_vector_env(config.env_id, config.num_envs)
     spec = env_spec(env, config.env_id)
@@ -357,7 +356,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     seeds = evaluation.selection_seeds(config.seed, config.eval_episodes)
     state = _State(next_train=config.learning_starts, next_eval=config.eval_every or None)
     state.history.selection_seeds = list(seeds)
-    checkpoint = (config.checkpoint_dir and teacher_io.latest_checkpoint(config.checkpoint_dir))
+    checkpoint = (config.checkpoint_dir and files.latest_checkpoint(config.checkpoint_dir))
     if checkpoint:
         state = _restore(checkpoint, config, q_network, target_network, optimizer, replay, rng)
     reporter = TrainingReporter(config, q_network)
@@ -450,7 +449,7 @@ def _save_checkpoint(config, state, q_network, target_network, optimizer, replay
                  *[np.asarray(variable) for variable in optimizer.variables])
         np.savez(os.path.join(folder, "best_weights.npz"), *(state.best_weights or []))
         replay.save(os.path.join(folder, "replay.npz"))
-        teacher_io.write_json(os.path.join(folder, "state.json"), {
+        files.write_json(os.path.join(folder, "state.json"), {
             "format": "tfkd.rl.dqn.checkpoint/1", "env_id": config.env_id,
             "step": state.step, "next_train": state.next_train,
             "next_target": state.next_target, "next_eval": state.next_eval,
@@ -458,7 +457,8 @@ def _save_checkpoint(config, state, q_network, target_network, optimizer, replay
             "wall_time_s": state.wall_time_s, "rng": rng.bit_generator.state,
             "history": state.history.as_dict(), "config": config.as_dict()})
 
-    teacher_io.save_checkpoint(config.checkpoint_dir, state.step, write)
+    files.save_checkpoint(config.checkpoint_dir, f"ckpt-{int(state.step)}", write, "ckpt-",
+                          step=int(state.step))
 
 
 def _restore(folder, config, q_network, target_network, optimizer, replay, rng) -> _State:
