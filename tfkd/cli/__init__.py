@@ -87,7 +87,7 @@ def _quiet_third_party() -> None:
     _ignore_known_warnings()  # again: gym's import puts a "once" filter in front
     tensorflow.get_logger().setLevel(logging.ERROR)
     tensorflow.autograph.set_verbosity(0)
-    import absl.logging
+    import absl.logging  # TensorFlow's dependency: there for certain once TensorFlow loaded
 
     absl.logging.set_verbosity(absl.logging.ERROR)
 

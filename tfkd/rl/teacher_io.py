@@ -26,6 +26,7 @@ import os
 from typing import Any, Iterable
 
 import gymnasium as gym
+import keras
 import numpy as np
 
 from tfkd.rl import files
@@ -107,8 +108,6 @@ def save_keras_model(model: Any, path: str) -> None:
 
 def load_keras_model(path: str) -> Any:
     """Loads a ``.keras`` file with ``safe_mode=True``; a clear ``ValueError`` if it is corrupt."""
-    import keras
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No Keras model file {path!r}.")
     try:
