@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,6 +186,8 @@ def teacher_for(env_id: str, setup: Setup, out: str) -> tuple[keras.Model, dict]
     history = train_dqn(teacher, dataclasses.replace(
         config, checkpoint_dir=checkpoint_dir, callbacks=[_PrintEvaluations("teacher")]),
         out_dir=folder)
+    # A finished run's checkpoint would be resumed by a later run with other settings.
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     print(f"teacher: trained in {history.wall_time_s:.0f} s, best selection return "
           f"{history.best_return:.1f}, saved to {folder}", flush=True)
     return load_dqn_teacher(folder)
@@ -363,7 +367,9 @@ def plot(env_id: str, summary: list[dict], path: str) -> None:
 # --------------------------------------------------------------------- runs
 
 
+@functools.cache
 def versions() -> dict:
+    """Library versions and the git commit of this checkout, read once (at the first call)."""
     commit = None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -425,31 +431,34 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", choices=sorted(SETUPS), action="append",
                         help="environment(s) to run, in the order given (default: all)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                        help="independent run seeds (default: 0 1 2 3 4)")
-    parser.add_argument("--episodes", type=int, default=100,
-                        help="held-out evaluation episodes per seed")
-    parser.add_argument("--out", default="results", help="results folder (default: results)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="independent run seeds (default: 0 1 2 3 4; --smoke: 0)")
+    parser.add_argument("--episodes", type=int,
+                        help="held-out evaluation episodes per seed (default: 100; --smoke: 3)")
+    parser.add_argument("--out", help="results folder (default: results; --smoke: a new "
+                                       "temporary folder)")
     parser.add_argument("--threads", type=int, default=1,
                         help="TensorFlow threads (small MLPs run fastest on one)")
     parser.add_argument("--fresh", action="store_true",
                         help="rerun every seed even if saved results have the same settings")
     parser.add_argument("--report", action="store_true", help="only print saved results")
     parser.add_argument("--smoke", action="store_true",
-                        help="seconds: a tiny CartPole teacher and students, 1 seed, 3 episodes "
-                             "(into a temporary folder unless --out is given)")
+                        help="seconds: a tiny CartPole teacher and students; a check only")
     args = parser.parse_args(argv)
-    setups = dict(SETUPS)
-    if args.smoke:
-        setups = {"CartPole-v1": SMOKE_SETUP}
-        if "--seeds" not in (argv if argv is not None else sys.argv):
-            args.seeds = [0]
-        if "--episodes" not in (argv if argv is not None else sys.argv):
-            args.episodes = 3
-        if "--out" not in (argv if argv is not None else sys.argv):
-            args.out = tempfile.mkdtemp(prefix="tfkd-rl-smoke-")
+    setups = {"CartPole-v1": SMOKE_SETUP} if args.smoke else dict(SETUPS)
+    if args.seeds is None:
+        args.seeds = [0] if args.smoke else [0, 1, 2, 3, 4]
+    if args.episodes is None:
+        args.episodes = 3 if args.smoke else 100
+    if args.out is None:
+        args.out = tempfile.mkdtemp(prefix="tfkd-rl-smoke-") if args.smoke else "results"
+    if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
+        parser.error("--seeds must be distinct non-negative integers")
+    if args.episodes < 1:
+        parser.error("--episodes must be at least 1")
     env_ids = [env for env in (args.env or list(setups)) if env in setups]
     if not args.report:
+        versions()  # the commit of the code that runs, even if the checkout moves on
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
         start = time.perf_counter()
