@@ -20,6 +20,7 @@ epochs.
 
     python benchmarks/distiller.py                     # ~6 minutes on 2 cores
     python benchmarks/distiller.py --epochs 30 --out results/distiller.json
+    python benchmarks/distiller.py --smoke             # seconds: a check that it runs
 
 Alternatives:
     keras (KLDivergence)  keras.distillation.Distiller + LogitsDistillation(T,
@@ -42,6 +43,8 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -108,7 +111,7 @@ def make_alternatives(teacher, student_weights, args):
     }
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -119,15 +122,26 @@ def main():
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher-epochs", type=int, default=5)
     parser.add_argument("--out", default="results/distiller.json")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: 2 epochs, one copy, a 64-unit teacher trained 1 epoch "
+                             "(into a temporary file unless --out is given); a check only")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.epochs, args.copies, args.teacher_units, args.teacher_epochs = 2, 1, 64, 1
+        if "--out" not in (sys.argv[1:] if argv is None else argv):
+            args.out = os.path.join(tempfile.mkdtemp(prefix="tfkd-distiller-smoke-"),
+                                    "distiller.json")
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch, with tracing, is not timed)")
 
     keras.utils.set_random_seed(args.seed)
     x_train, x_test, y_train, y_test = load_data(args.copies, args.seed)
     teacher = tfkd.models.build_mlp((64,), 10, hidden_units=(args.teacher_units,) * 2,
                                     name="teacher")
     teacher.compile(keras.optimizers.Adam(1e-3), SPARSE_CE, metrics=["accuracy"])
-    teacher.fit(x_train, y_train, epochs=5, batch_size=128, verbose=0)
+    teacher.fit(x_train, y_train, epochs=args.teacher_epochs, batch_size=128, verbose=0)
     teacher_accuracy = teacher.evaluate(x_test, y_test, verbose=0)[1]
     start = time.perf_counter()
     stored = {"teacher_outputs": teacher.predict(x_train, batch_size=1024, verbose=0),
@@ -138,7 +152,8 @@ def main():
     alternatives = make_alternatives(teacher, student_weights, args)
 
     times = {name: [] for name in alternatives}
-    with tqdm(total=args.epochs * len(alternatives), desc="epochs") as progress:
+    with tqdm(total=args.epochs * len(alternatives), desc="epochs",
+              disable=args.smoke) as progress:
         for _ in range(args.epochs):
             for name, (model, targets) in alternatives.items():
                 y = y_train if targets == "labels" else stored

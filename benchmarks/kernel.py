@@ -22,6 +22,7 @@ shown: on a noisy, shared machine the ratios hold far better than the times.
 
 Usage:
     python benchmarks/kernel.py [--repeats 30] [--out results/kernel.json]
+    python benchmarks/kernel.py --smoke    # seconds: one small size, few turns; a check only
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import json
 import os
 import random
 import statistics
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -157,9 +160,9 @@ def torch_step():
     return run
 
 
-def measure_floor_inputs(cores):
+def measure_floor_inputs(cores, mebibytes=256, copies=20):
     """Memory bandwidth (bytes/s; one NumPy copy per core, at once) and ns per exp."""
-    big = np.ones(64 * 2**20, dtype=np.float32)  # 256 MiB, well past the caches
+    big = np.ones(mebibytes * 2**18, dtype=np.float32)  # 256 MiB: well past the caches
     out = np.empty_like(big)
     slices = [slice(k * big.size // cores, (k + 1) * big.size // cores) for k in range(cores)]
     with ThreadPoolExecutor(cores) as pool:  # np.copyto releases the GIL
@@ -167,11 +170,11 @@ def measure_floor_inputs(cores):
             list(pool.map(lambda part: np.copyto(out[part], big[part]), slices))
 
         copy()
-        copy_s = min(_time(copy) for _ in range(20))  # the best: the machine's, not its load's
+        copy_s = min(_time(copy) for _ in range(copies))  # the best: the machine's, not its load's
     bandwidth = 2 * big.nbytes / copy_s  # read + write
     x = -np.random.default_rng(0).random(2**20, dtype=np.float32) * 10
     y = np.empty_like(x)
-    exp_s = min(_time(lambda: np.exp(x, out=y)) for _ in range(50))
+    exp_s = min(_time(lambda: np.exp(x, out=y)) for _ in range(max(5, copies)))
     return bandwidth, 1e9 * exp_s / x.size
 
 
@@ -181,14 +184,24 @@ def _time(fn):
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("results/kernel.json"))
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: one small size, 3 turns, no PyTorch, a small bandwidth "
+                             "probe (into a temporary file unless --out is given); a check only")
+    args = parser.parse_args(argv)
+    sizes, blocks, min_total_s, floor_probe = SIZES, 30, 0.5, {}
+    if args.smoke:
+        sizes, blocks, min_total_s = [(256, 4)], 3, 0.01
+        args.repeats = min(args.repeats, 5)
+        floor_probe = {"mebibytes": 16, "copies": 3}
+        if "--out" not in (sys.argv[1:] if argv is None else argv):
+            args.out = Path(tempfile.mkdtemp(prefix="tfkd-kernel-smoke-")) / "kernel.json"
 
     cores = os.cpu_count() or 1
-    bandwidth, exp_ns = measure_floor_inputs(cores)
+    bandwidth, exp_ns = measure_floor_inputs(cores, **floor_probe)
     info = tfkd.ops.kernel_info()
     print(f"kernel: {info}  cores: {cores}  memory bandwidth: {bandwidth / 1e9:.1f} GB/s  "
           f"NumPy float32 exp: {exp_ns:.2f} ns")
@@ -204,10 +217,10 @@ def main() -> None:
         "tfkd auto": tf_loss_and_grad(tfkd_op("auto")),
         "tfkd auto + XLA": tf_loss_and_grad(tfkd_op("auto"), jit_compile=True),
     }
-    torch_run = torch_step()
+    torch_run = None if args.smoke else torch_step()
     rng = np.random.default_rng(0)
     rows = []
-    for n, a in SIZES:
+    for n, a in sizes:
         t_np = (3 * rng.standard_normal((n, a))).astype(np.float32)
         s_np = (3 * rng.standard_normal((n, a))).astype(np.float32)
         t, s = tf.constant(t_np), tf.constant(s_np)
@@ -220,7 +233,7 @@ def main() -> None:
         calls["tfkd raw (NumPy)"] = lambda: tfkd.ops.softmax_kl_numpy(t_np, s_np, TEMPERATURE)
         if torch_run is not None:
             calls["PyTorch"] = torch_run(t_np, s_np)
-        turns = interleaved_ms(calls, args.repeats)
+        turns = interleaved_ms(calls, args.repeats, blocks=blocks, min_total_s=min_total_s)
         result.update({name: min(ms) for name, ms in turns.items()})
         result["median over all turns"] = {name: statistics.median(ms)
                                            for name, ms in turns.items()}

@@ -1,98 +1,122 @@
-"""End-to-end RL distillation benchmark: CartPole-v1 and LunarLander-v3.
+"""End-to-end RL distillation benchmark over independent seeds: CartPole-v1 and LunarLander-v3.
 
 For each environment:
 
-1. a DQN teacher (Keras 3, ``tfkd.rl.train_dqn``) is trained once and cached
-   as ``results/teachers/<env>-<units>.keras``;
-2. a student at most 1/10 of the teacher's size is distilled
-   teacher-driven (Rusu et al. 2016) and student-driven (DAgger; Ross et al.
-   2011, Czarnecki et al. 2019) with the same env-step budget;
-3. the same small network is trained from scratch with DQN on that budget;
-4. all are evaluated greedily on 100 seeded episodes the training never saw.
+1. a DQN teacher (Keras 3, ``tfkd.rl.dqn.train_dqn``) is trained once and
+   cached as a teacher folder ``<out>/teachers/<env>-<units>/``;
+2. for each run seed, a student at most 1/10 of the teacher's size is
+   distilled teacher-driven (Rusu et al. 2016) and student-driven (DAgger;
+   Ross et al. 2011, Czarnecki et al. 2019) with the same env-step budget, and
+   the same small network is trained from scratch with DQN on that budget;
+   all three start from the same initial weights for a given seed;
+3. the teacher, the uniform-random policy and the three students are
+   evaluated greedily on the seed's held-out episodes
+   (``held_out_seeds(seed, episodes)``), disjoint from every selection episode;
+   each student gets the normalised score ``(R − R_random) / (R_teacher − R_random)``.
+
+Per method, the table gives the mean over seeds of the per-seed mean return
+and of the normalised score, each with a 95% percentile-bootstrap interval
+over the seeds (``ReturnStats.from_returns`` of the per-seed means); the JSON
+also records a Student-t interval.
 
 Usage::
 
-    python benchmarks/rl.py                        # both envs (tens of minutes on 2 cores)
-    python benchmarks/rl.py --env CartPole-v1      # one env
-    python benchmarks/rl.py --report               # print the table of saved results
+    python benchmarks/rl.py --threads 1                    # both envs, seeds 0-4
+    python benchmarks/rl.py --env CartPole-v1 --seeds 0 1 2 3 4
+    python benchmarks/rl.py --report                       # print the tables of saved results
+    python benchmarks/rl.py --smoke --out /tmp/rl-smoke    # seconds: tiny budgets, a check only
 
-Results go to ``results/rl/<env>.json`` and ``results/rl/<env>.png``; the
-table is printed as Markdown.
+Results go to ``<out>/rl/<env>.json`` (per-seed rows, written after every
+seed; a rerun with the same settings reuses the seeds already there unless
+``--fresh``) and ``<out>/rl/<env>.png``; the table is printed as Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import gymnasium  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfkd.models import build_mlp, count_params  # noqa: E402
 from tfkd.rl import (  # noqa: E402
-    DQNConfig,
     DistillConfig,
+    ReturnStats,
     compare_policies,
-    distill_student_driven,
-    distill_teacher_driven,
+    distill,
     env_spec,
     evaluate_policy,
+    held_out_seeds,
     make_env,
-    plot_history,
-    train_dqn,
+    random_policy,
+    seed_everything,
 )
+from tfkd.rl.dqn import DQNConfig, load_dqn_teacher, train_dqn  # noqa: E402
+from tfkd.rl.teacher_io import strict_json, write_json  # noqa: E402
 
-RESULTS = "results"
-EVAL_SEED = 10_000  # teacher selection uses seeds 1000+, distillation 0+: all disjoint
+METHODS = ("teacher-driven", "student-driven", "DQN from scratch")
+FORMAT = "tfkd.benchmarks.rl/2"
 
 
 @dataclasses.dataclass
 class Setup:
     """What one environment's benchmark runs."""
 
-    teacher_units: tuple[int, ...]
+    teacher_dqn: DQNConfig  # hidden_units: the teacher's layers
     student_units: tuple[int, ...]
-    teacher_dqn: DQNConfig
     distill_steps: int
     steps_per_round: int
     train_steps_per_round: int
     batch_size: int = 128
     learning_rate: float = 1e-3
+    eval_episodes: int = 20  # selection episodes per round (keep-best)
+
+    def as_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["teacher_dqn"] = self.teacher_dqn.as_dict()
+        del values["teacher_dqn"]["progress"]
+        return strict_json(values)
 
 
 SETUPS = {
     # DQN settings follow the rl-baselines3-zoo tuned ones for these envs.
     "CartPole-v1": Setup(
-        teacher_units=(256, 256),
-        student_units=(64, 64),
         teacher_dqn=DQNConfig(
-            env_id="CartPole-v1", total_env_steps=50_000, num_envs=8, learning_rate=2.3e-3,
-            batch_size=64, buffer_capacity=100_000, learning_starts=1_000, train_every=256,
-            gradient_steps=128, target_update_every=10, epsilon_fraction=0.16,
-            epsilon_final=0.04, eval_every=5_000, eval_episodes=10,
+            env_id="CartPole-v1", hidden_units=(256, 256), total_env_steps=50_000, num_envs=8,
+            learning_rate=2.3e-3, batch_size=64, buffer_capacity=100_000, learning_starts=1_000,
+            train_every=256, gradient_steps=128, target_update_every=10, epsilon_fraction=0.16,
+            epsilon_final=0.04, eval_every=5_000, eval_episodes=10, seed=0, progress=False,
         ),
+        student_units=(64, 64),
         distill_steps=5_000,
         steps_per_round=1_000,
         train_steps_per_round=2_000,
     ),
     # LunarLander: the rl-baselines3-zoo DQN (256x256) with one update per two
-    # env steps; distillation gets half the env steps that DQN from scratch
-    # needs to land reliably, so the budget is where the two part ways.
+    # env steps; distillation gets a third of the teacher's env steps.
     "LunarLander-v3": Setup(
-        teacher_units=(256, 256),
-        student_units=(64, 64),
         teacher_dqn=DQNConfig(
-            env_id="LunarLander-v3", total_env_steps=150_000, num_envs=4, learning_rate=6.3e-4,
-            batch_size=128, buffer_capacity=100_000, learning_starts=1_000, train_every=4,
-            gradient_steps=2, target_update_every=250, epsilon_fraction=0.12,
-            epsilon_final=0.1, eval_every=10_000, eval_episodes=10,
+            env_id="LunarLander-v3", hidden_units=(256, 256), total_env_steps=150_000,
+            num_envs=4, learning_rate=6.3e-4, batch_size=128, buffer_capacity=100_000,
+            learning_starts=1_000, train_every=4, gradient_steps=2, target_update_every=250,
+            epsilon_fraction=0.12, epsilon_final=0.1, eval_every=10_000, eval_episodes=10,
+            seed=0, progress=False,
         ),
+        student_units=(64, 64),
         distill_steps=50_000,
         steps_per_round=5_000,
         train_steps_per_round=3_000,
@@ -100,148 +124,349 @@ SETUPS = {
     ),
 }
 
+SMOKE_SETUP = Setup(
+    teacher_dqn=DQNConfig(
+        env_id="CartPole-v1", hidden_units=(32, 32), total_env_steps=1_000, num_envs=4,
+        batch_size=32, buffer_capacity=1_000, learning_starts=200, train_every=16,
+        gradient_steps=4, target_update_every=100, eval_every=500, eval_episodes=2,
+        seed=0, progress=False,
+    ),
+    student_units=(4,),
+    distill_steps=200,
+    steps_per_round=100,
+    train_steps_per_round=10,
+    batch_size=32,
+    eval_episodes=2,
+)
 
-def teacher_for(env_id: str, setup: Setup) -> tuple[keras.Model, float]:
-    """Loads the cached teacher or trains one; returns it and its training seconds."""
-    units = "x".join(map(str, setup.teacher_units))
-    path = os.path.join(RESULTS, "teachers", f"{env_id}-{units}.keras")
-    info_path = path.replace(".keras", ".json")
-    if os.path.exists(path):
-        print(f"teacher: loading {path}")
-        seconds = float("nan")
-        if os.path.exists(info_path):
-            with open(info_path) as file:
-                seconds = json.load(file)["wall_time_s"]
-        return keras.models.load_model(path), seconds
+
+# ------------------------------------------------------------------- teachers
+
+
+class _PrintEvaluations(keras.callbacks.Callback):
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        print(f"  {self.label}: env step {logs.get('env_steps')}: selection return "
+              f"{logs.get('return', float('nan')):.1f} (best {logs.get('best_return'):.1f})",
+              flush=True)
+
+
+def teacher_for(env_id: str, setup: Setup, out: str) -> tuple[keras.Model, dict]:
+    """Loads the cached teacher folder or trains one; returns it and its ``teacher.json``.
+
+    The cache is keyed by env and layer sizes; a cached teacher trained with
+    other DQN settings is an error (delete its folder to retrain).
+    """
+    config = setup.teacher_dqn
+    units = "x".join(map(str, config.hidden_units))
+    folder = os.path.join(out, "teachers", f"{env_id}-{units}")
+    if os.path.exists(os.path.join(folder, "teacher.json")):
+        teacher, description = load_dqn_teacher(folder)
+        saved, wanted = dict(description["config"]), config.as_dict()
+        for settings in (saved, wanted):
+            for name in ("progress", "checkpoint_dir", "tensorboard_dir"):
+                settings.pop(name, None)
+        if saved != wanted:
+            changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+            sys.exit(f"error: the cached teacher {folder} was trained with other settings "
+                     f"({', '.join(changed)}); delete the folder to retrain it.")
+        print(f"teacher: loaded {folder}", flush=True)
+        return teacher, description
     spec = env_spec(make_env(env_id), env_id)
-    teacher = build_mlp(spec.observation_shape, spec.num_actions, setup.teacher_units, name="teacher")
-    history = train_dqn(teacher, setup.teacher_dqn)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    teacher.save(path)
-    with open(info_path, "w") as file:
-        json.dump(history.as_dict(), file)
-    print(f"teacher: trained in {history.wall_time_s:.0f} s, saved to {path}")
-    return teacher, history.wall_time_s
+    seed_everything(config.seed)
+    teacher = build_mlp(spec.observation_shape, spec.num_actions, config.hidden_units,
+                        name="teacher")
+    print(f"teacher: training {env_id} ({count_params(teacher):,} params, "
+          f"{config.total_env_steps:,} env steps)", flush=True)
+    checkpoint_dir = os.path.join(out, "teachers", f".{env_id}-{units}.checkpoints")
+    history = train_dqn(teacher, dataclasses.replace(
+        config, checkpoint_dir=checkpoint_dir, callbacks=[_PrintEvaluations("teacher")]),
+        out_dir=folder)
+    # A finished run's checkpoint would be resumed by a later run with other settings.
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    print(f"teacher: trained in {history.wall_time_s:.0f} s, best selection return "
+          f"{history.best_return:.1f}, saved to {folder}", flush=True)
+    return load_dqn_teacher(folder)
 
 
-def run_env(env_id: str, episodes: int, seed: int, distill_steps: int | None = None) -> dict:
-    setup = SETUPS[env_id]
-    if distill_steps is not None:
-        setup = dataclasses.replace(setup, distill_steps=distill_steps)
-    teacher, teacher_seconds = teacher_for(env_id, setup)
-    teacher_return = evaluate_policy(env_id, teacher, episodes, seed=EVAL_SEED)
-    print(f"teacher: {count_params(teacher)} params, return {teacher_return.mean:.1f} "
-          f"± {teacher_return.std:.1f} over {episodes} episodes")
+# ----------------------------------------------------------------- one seed
+
+
+def run_seed(env_id: str, setup: Setup, teacher: keras.Model, description: dict, seed: int,
+             episodes: int) -> dict:
+    """The teacher, random policy and three students of one run seed, on its held-out episodes."""
     spec = env_spec(make_env(env_id), env_id)
+    seeds = held_out_seeds(seed, episodes)
+    teacher_return = evaluate_policy(env_id, teacher, seeds)
+    random_return = evaluate_policy(env_id, random_policy(spec.num_actions), seeds)
 
-    def student(name):
-        keras.utils.set_random_seed(seed)
+    def student(name: str) -> keras.Model:
+        seed_everything(seed)  # the same initial weights for every method of this seed
         return build_mlp(spec.observation_shape, spec.num_actions, setup.student_units, name=name)
 
-    assert 10 * count_params(student("size")) <= count_params(teacher), "student too large"
     common = dict(
-        env_id=env_id, total_env_steps=setup.distill_steps, steps_per_round=setup.steps_per_round,
+        env_id=env_id, total_env_steps=setup.distill_steps,
+        steps_per_round=setup.steps_per_round,
         train_steps_per_round=setup.train_steps_per_round, batch_size=setup.batch_size,
-        learning_rate=setup.learning_rate, distillation_loss="q_value_kl", eval_episodes=20,
-        keep_best=True, seed=seed,
+        learning_rate=setup.learning_rate, distillation_loss="q_value_kl",
+        eval_episodes=setup.eval_episodes, keep_best=True, seed=seed, progress=False,
     )
-    runs = {
-        "teacher-driven": (distill_teacher_driven, DistillConfig(**common, control="teacher", epsilon=0.05)),
-        "student-driven": (distill_student_driven, DistillConfig(**common, control="student", beta_decay=0.5)),
+    configs = {
+        "teacher-driven": DistillConfig(**common, control="teacher", epsilon=0.05),
+        "student-driven": DistillConfig(**common, control="student", beta_decay=0.5),
     }
-    rows, histories = [], {}
-    for method, (distill, config) in runs.items():
-        network = student(method)
-        history = distill(teacher, network, config)
-        histories[method] = history
-        comparison = compare_policies(env_id, teacher, network, episodes, EVAL_SEED, teacher_return)
-        rows.append(_row(env_id, method, comparison.summary(), history.env_steps[-1],
-                         history.wall_time_s[-1]))
-        print(_table([rows[-1]]))
+    if 10 * count_params(student("size")) > count_params(teacher):
+        sys.exit(f"error: the {env_id} student has more than 1/10 of the teacher's parameters.")
+    rows = []
+    for method in METHODS:
+        network = student(method.replace(" ", "_"))
+        if method in configs:
+            history = distill(teacher, network, configs[method])
+            env_steps, seconds = history.env_steps[-1], history.wall_time_s[-1]
+            kept = history.kept_round
+        else:
+            dqn_config = dataclasses.replace(
+                setup.teacher_dqn, hidden_units=setup.student_units,
+                total_env_steps=setup.distill_steps, eval_every=setup.steps_per_round,
+                eval_episodes=setup.eval_episodes, seed=seed, progress=False)
+            history = train_dqn(network, dqn_config)
+            env_steps, seconds, kept = history.env_steps, history.wall_time_s, history.best_step
+        comparison = compare_policies(env_id, teacher, network, seeds,
+                                      teacher_return=teacher_return, random_return=random_return)
+        rows.append({
+            "method": method, "seed": seed, "params": comparison.student_params,
+            "mean_return": comparison.student.mean, "std_return": comparison.student.std,
+            "ci95": list(comparison.student.ci95),
+            "normalized_score": comparison.normalized_score, "agreement": comparison.agreement,
+            "env_steps": int(env_steps), "wall_time_s": float(seconds),
+            "latency_ms": 1e3 * comparison.student_latency_s, "kept": kept,
+            "history": history.as_dict(),
+        })
+        print(f"  seed {seed} {method}: return {comparison.student.mean:.1f} ± "
+              f"{comparison.student.std:.1f}, score {_fmt(comparison.normalized_score, 3)}, "
+              f"agreement {comparison.agreement:.3f}, {seconds:.0f} s", flush=True)
+    teacher_row = {
+        "method": "teacher (DQN)", "seed": seed, "params": count_params(teacher),
+        "mean_return": teacher_return.mean, "std_return": teacher_return.std,
+        "ci95": list(teacher_return.ci95), "normalized_score": 1.0, "agreement": 1.0,
+        "env_steps": int(description["history"]["env_steps"]),
+        "wall_time_s": float(description["history"]["wall_time_s"]),
+    }
+    random_row = {
+        "method": "random", "seed": seed, "params": 0,
+        "mean_return": random_return.mean, "std_return": random_return.std,
+        "ci95": list(random_return.ci95), "normalized_score": 0.0, "agreement": None,
+        "env_steps": 0, "wall_time_s": None,
+    }
+    print(f"  seed {seed}: teacher {teacher_return.mean:.1f}, random {random_return.mean:.1f} "
+          f"on {episodes} held-out episodes", flush=True)
+    return {"seed": seed, "eval_seeds": list(seeds), "rows": [teacher_row, random_row, *rows]}
 
-    baseline = student("dqn-from-scratch")
-    dqn_config = dataclasses.replace(setup.teacher_dqn, total_env_steps=setup.distill_steps,
-                                     eval_every=setup.steps_per_round, seed=seed)
-    dqn_history = train_dqn(baseline, dqn_config)
-    comparison = compare_policies(env_id, teacher, baseline, episodes, EVAL_SEED, teacher_return)
-    rows.append(_row(env_id, "DQN from scratch", comparison.summary(), dqn_history.env_steps,
-                     dqn_history.wall_time_s))
-    teacher_row = _row(env_id, "teacher (DQN)", comparison.summary(),
-                       setup.teacher_dqn.total_env_steps, teacher_seconds)
-    teacher_row.update(params=teacher_row["teacher_params"], return_mean=teacher_return.mean,
-                       return_std=teacher_return.std, percent_of_teacher=100.0, agreement=1.0,
-                       latency_ms=1e3 * comparison.teacher_latency_s)
-    rows.insert(0, teacher_row)
 
-    os.makedirs(os.path.join(RESULTS, "rl"), exist_ok=True)
-    plot_history(histories, os.path.join(RESULTS, "rl", f"{env_id}.png"),
-                 title=f"{env_id}: student return while distilling")
-    result = {"env_id": env_id, "episodes": episodes, "rows": rows,
-              "histories": {k: h.as_dict() for k, h in histories.items()},
-              "dqn_from_scratch": dqn_history.as_dict()}
-    with open(os.path.join(RESULTS, "rl", f"{env_id}.json"), "w") as file:
-        json.dump(result, file, indent=1)
-    return result
+# ------------------------------------------------------------ aggregation
 
 
-def _row(env_id, method, summary, env_steps, seconds) -> dict:
-    return dict(env=env_id, method=method, params=summary["student_params"],
-                teacher_params=summary["teacher_params"],
-                return_mean=summary["student_return_mean"], return_std=summary["student_return_std"],
-                percent_of_teacher=summary["percent_of_teacher"], agreement=summary["agreement"],
-                env_steps=int(env_steps), wall_time_s=float(seconds),
-                latency_ms=1e3 * summary["student_latency_s"])
+def summarize(per_seed: list[dict]) -> list[dict]:
+    """One row per method: means over seeds with 95% intervals across seeds."""
+    methods = [row["method"] for row in per_seed[0]["rows"]]
+    summary = []
+    for method in methods:
+        rows = [next(r for r in run["rows"] if r["method"] == method) for run in per_seed]
+        entry = {"method": method, "seeds": [r["seed"] for r in rows], "params": rows[0]["params"]}
+        for name in ("mean_return", "normalized_score", "agreement", "env_steps", "wall_time_s"):
+            values = [r[name] for r in rows]
+            entry[name] = _across_seeds(values)
+        summary.append(entry)
+    return summary
 
 
-def _table(rows) -> str:
-    header = ("| env | method | params | return (mean ± std) | % of teacher | agreement "
-              "| env steps | wall time (s) | ms / action |")
-    lines = [header, "|" + "---|" * 9]
-    for r in rows:
+def _across_seeds(values: list) -> dict | None:
+    """Mean, bootstrap 95% CI (``ReturnStats.from_returns``) and t 95% CI of per-seed values."""
+    if any(value is None or not math.isfinite(value) for value in values):
+        return None
+    stats = ReturnStats.from_returns(values)
+    n = len(values)
+    half = 0.0
+    if n > 1:
+        from scipy import stats as scipy_stats
+
+        sem = float(np.std(values, ddof=1)) / math.sqrt(n)
+        half = float(scipy_stats.t.ppf(0.975, n - 1)) * sem
+    return {"mean": stats.mean, "n": n, "values": list(stats.returns),
+            "ci95_bootstrap": list(stats.ci95), "ci95_t": [stats.mean - half, stats.mean + half]}
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _with_ci(entry: dict | None, digits: int, thousands: bool = False) -> str:
+    if entry is None:
+        return "–"
+    low, high = entry["ci95_bootstrap"]
+    form = f",.{digits}f" if thousands else f".{digits}f"
+    if entry["n"] == 1 or low == high:
+        return f"{entry['mean']:{form}}"
+    return f"{entry['mean']:{form}} [{low:{form}}, {high:{form}}]"
+
+
+def table(env_id: str, summary: list[dict]) -> str:
+    lines = [
+        "| env | method | params | return, mean over seeds [95% CI] | normalised score [95% CI] "
+        "| agreement | env steps | wall time (s) |",
+        "|" + "---|" * 8,
+    ]
+    for entry in summary:
         lines.append(
-            f"| {r['env']} | {r['method']} | {r['params']:,} | {r['return_mean']:.1f} ± "
-            f"{r['return_std']:.1f} | {r['percent_of_teacher']:.1f}% | {r['agreement']:.3f} "
-            f"| {r['env_steps']:,} | {r['wall_time_s']:.0f} | {r['latency_ms']:.2f} |"
-        )
+            f"| {env_id} | {entry['method']} | {entry['params']:,} "
+            f"| {_with_ci(entry['mean_return'], 1)} | {_with_ci(entry['normalized_score'], 3)} "
+            f"| {_with_ci(entry['agreement'], 3)} | {_fmt_steps(entry['env_steps'])} "
+            f"| {_fmt_mean(entry['wall_time_s'], 0)} |")
     return "\n".join(lines)
 
 
-def report() -> None:
-    rows = []
-    for env_id in SETUPS:
-        path = os.path.join(RESULTS, "rl", f"{env_id}.json")
-        if os.path.exists(path):
-            with open(path) as file:
-                env_rows = json.load(file)["rows"]
-            units = "x".join(map(str, SETUPS[env_id].teacher_units))
-            info_path = os.path.join(RESULTS, "teachers", f"{env_id}-{units}.json")
-            if math.isnan(env_rows[0]["wall_time_s"]) and os.path.exists(info_path):
-                with open(info_path) as file:  # a cached teacher: its training time
-                    env_rows[0]["wall_time_s"] = json.load(file)["wall_time_s"]
-            rows.extend(env_rows)
-    print(_table(rows) if rows else "no results yet: run benchmarks/rl.py")
+def _fmt_steps(entry: dict | None) -> str:
+    return "–" if entry is None else f"{entry['mean']:,.0f}"
 
 
-def main() -> None:
+def _fmt_mean(entry: dict | None, digits: int) -> str:
+    return "–" if entry is None else f"{entry['mean']:.{digits}f}"
+
+
+def plot(env_id: str, summary: list[dict], path: str) -> None:
+    """Normalised score per seed (dots) and its mean with the bootstrap CI (bars), per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [e for e in summary if e["normalized_score"] is not None]
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    for x, entry in enumerate(entries):
+        score = entry["normalized_score"]
+        low, high = score["ci95_bootstrap"]
+        axis.errorbar([x], [score["mean"]], yerr=[[score["mean"] - low], [high - score["mean"]]],
+                      fmt="o", color="black", capsize=6, zorder=3)
+        jitter = np.linspace(-0.12, 0.12, len(score["values"]))
+        axis.scatter(x + jitter, score["values"], alpha=0.5, zorder=2)
+    axis.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
+    axis.axhline(0.0, color="gray", linestyle=":", linewidth=0.8)
+    axis.set_xticks(range(len(entries)), [e["method"] for e in entries], fontsize=8)
+    axis.set_ylabel("normalised score")
+    axis.set_title(f"{env_id}: held-out score per seed, mean and 95% CI over seeds")
+    axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# --------------------------------------------------------------------- runs
+
+
+@functools.cache
+def versions() -> dict:
+    """Library versions and the git commit of this checkout, read once (at the first call)."""
+    commit = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__)),
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {"tensorflow": tf.__version__, "keras": keras.__version__,
+            "gymnasium": gymnasium.__version__, "python": sys.version.split()[0],
+            "git_commit": commit}
+
+
+def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int,
+            fresh: bool) -> dict:
+    teacher, description = teacher_for(env_id, setup, out)
+    path = os.path.join(out, "rl", f"{env_id}.json")
+    settings = {"setup": setup.as_dict(), "episodes": episodes,
+                "teacher_best_return": description["best_return"]}
+    done: dict[int, dict] = {}
+    if os.path.exists(path) and not fresh:
+        with open(path, encoding="utf-8") as file:
+            saved = json.load(file)
+        if saved.get("format") == FORMAT and saved.get("settings") == strict_json(settings):
+            done = {run["seed"]: run for run in saved["per_seed"]}
+    per_seed = []
+    for seed in seeds:
+        if seed in done:
+            print(f"{env_id} seed {seed}: saved in {path}, reused", flush=True)
+            per_seed.append(done[seed])
+        else:
+            print(f"{env_id} seed {seed}:", flush=True)
+            per_seed.append(run_seed(env_id, setup, teacher, description, seed, episodes))
+        result = {"format": FORMAT, "env": env_id, "seeds": [run["seed"] for run in per_seed],
+                  "episodes": episodes, "settings": settings,
+                  "teacher_dir": os.path.join(out, "teachers"), "versions": versions(),
+                  "summary": summarize(per_seed), "per_seed": per_seed}
+        write_json(path, result)
+    plot(env_id, result["summary"], os.path.join(out, "rl", f"{env_id}.png"))
+    return result
+
+
+def report(out: str, env_ids) -> None:
+    found = False
+    for env_id in env_ids:
+        path = os.path.join(out, "rl", f"{env_id}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as file:
+            result = json.load(file)
+        found = True
+        print(f"\n{env_id}: seeds {result['seeds']}, {result['episodes']} held-out episodes "
+              "per seed\n")
+        print(table(env_id, result["summary"]))
+    if not found:
+        print(f"no results in {out}/rl yet: run benchmarks/rl.py")
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", choices=sorted(SETUPS), action="append",
-                        help="environment(s) to run (default: all)")
-    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--distill-steps", type=int,
-                        help="override the env-step budget of distillation and of the baseline")
+                        help="environment(s) to run, in the order given (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="independent run seeds (default: 0 1 2 3 4; --smoke: 0)")
+    parser.add_argument("--episodes", type=int,
+                        help="held-out evaluation episodes per seed (default: 100; --smoke: 3)")
+    parser.add_argument("--out", help="results folder (default: results; --smoke: a new "
+                                       "temporary folder)")
     parser.add_argument("--threads", type=int, default=1,
                         help="TensorFlow threads (small MLPs run fastest on one)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="rerun every seed even if saved results have the same settings")
     parser.add_argument("--report", action="store_true", help="only print saved results")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds: a tiny CartPole teacher and students; a check only")
+    args = parser.parse_args(argv)
+    setups = {"CartPole-v1": SMOKE_SETUP} if args.smoke else dict(SETUPS)
+    if args.seeds is None:
+        args.seeds = [0] if args.smoke else [0, 1, 2, 3, 4]
+    if args.episodes is None:
+        args.episodes = 3 if args.smoke else 100
+    if args.out is None:
+        args.out = tempfile.mkdtemp(prefix="tfkd-rl-smoke-") if args.smoke else "results"
+    if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
+        parser.error("--seeds must be distinct non-negative integers")
+    if args.episodes < 1:
+        parser.error("--episodes must be at least 1")
+    env_ids = [env for env in (args.env or list(setups)) if env in setups]
     if not args.report:
+        versions()  # the commit of the code that runs, even if the checkout moves on
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
         start = time.perf_counter()
-        for env_id in args.env or list(SETUPS):
-            run_env(env_id, args.episodes, args.seed, args.distill_steps)
-        print(f"total wall time {time.perf_counter() - start:.0f} s")
-    report()
+        for env_id in env_ids:
+            setup = setups[env_id]
+            run_env(env_id, setup, args.out, args.seeds, args.episodes, args.fresh)
+        print(f"\ntotal wall time {time.perf_counter() - start:.0f} s (results in {args.out})")
+    report(args.out, env_ids)
 
 
 if __name__ == "__main__":

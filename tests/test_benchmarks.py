@@ -1,0 +1,75 @@
+"""Each benchmark script, run as a user runs it with ``--smoke`` (tiny sizes, seconds)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+
+
+def run_benchmark(name, *args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
+    env.pop("TF_USE_LEGACY_KERAS", None)  # the benchmarks use Keras 3 only
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    run = subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, args)], cwd=cwd,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"{name} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    return run.stdout
+
+
+def _strict_load(path):
+    def reject(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    with open(path, encoding="utf-8") as file:
+        return json.load(file, parse_constant=reject)
+
+
+def test_rl_smoke(tmp_path):
+    out = tmp_path / "results"
+    stdout = run_benchmark("rl.py", "--smoke", "--seeds", "0", "1", "--out", out, cwd=tmp_path)
+    assert (out / "teachers" / "CartPole-v1-32x32" / "teacher.json").is_file()
+    assert (out / "rl" / "CartPole-v1.png").is_file()
+    result = _strict_load(out / "rl" / "CartPole-v1.json")
+    assert result["env"] == "CartPole-v1" and result["seeds"] == [0, 1]
+    methods = ["teacher (DQN)", "random", "teacher-driven", "student-driven", "DQN from scratch"]
+    assert [entry["method"] for entry in result["summary"]] == methods
+    for run in result["per_seed"]:
+        rows = {row["method"]: row for row in run["rows"]}
+        assert set(rows) == set(methods)
+        assert rows["random"]["normalized_score"] == 0.0
+        assert rows["teacher (DQN)"]["normalized_score"] == 1.0
+        # every row of a seed is scored on that seed's held-out episodes
+        assert len(run["eval_seeds"]) == result["episodes"]
+        assert all(episode % 2 == 1 for episode in run["eval_seeds"])
+    for entry in result["summary"]:
+        assert entry["mean_return"]["n"] == 2
+        low, high = entry["mean_return"]["ci95_bootstrap"]
+        assert low <= entry["mean_return"]["mean"] <= high
+    assert "| CartPole-v1 | student-driven |" in stdout
+
+    # a rerun finds the cached teacher and the saved seeds; --report prints them
+    again = run_benchmark("rl.py", "--smoke", "--seeds", "0", "1", "--out", out, cwd=tmp_path)
+    assert "teacher: loaded" in again and again.count("reused") == 2
+    report = run_benchmark("rl.py", "--report", "--out", out, cwd=tmp_path)
+    assert "| CartPole-v1 | DQN from scratch |" in report
+
+
+def test_distiller_smoke(tmp_path):
+    out = tmp_path / "distiller.json"
+    stdout = run_benchmark("distiller.py", "--smoke", "--out", out, cwd=tmp_path)
+    result = _strict_load(out)
+    assert {row["alternative"] for row in result["rows"]} >= {
+        "keras (KLDivergence)", "tfkd (default: cached teacher)", "tfkd live (cpp)"}
+    assert "| tfkd live (tf) |" in stdout
+
+
+def test_kernel_smoke(tmp_path):
+    out = tmp_path / "kernel.json"
+    stdout = run_benchmark("kernel.py", "--smoke", "--out", out, cwd=tmp_path)
+    result = _strict_load(out)
+    assert [(row["batch"], row["actions"]) for row in result["rows"]] == [(256, 4)]
+    assert "tfkd cpp (TF op)" in stdout
