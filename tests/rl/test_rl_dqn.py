@@ -188,3 +188,13 @@ def test_no_evaluations_keeps_the_last_weights_and_still_checkpoints(tmp_path):
     assert history.eval_steps == [] and history.best_return is None
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["ckpt-400", "latest.json"]
     json.dumps(history.as_dict(), allow_nan=False)
+
+
+def test_a_checkpoint_of_other_settings_is_refused_but_a_larger_budget_resumes(tmp_path):
+    config = dataclasses.replace(TINY, checkpoint_dir=str(tmp_path / "ckpt"))
+    train_dqn(_tiny_network(), config)
+    other = dataclasses.replace(config, learning_rate=5e-4)
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate\)"):
+        train_dqn(_tiny_network(), other)
+    longer = train_dqn(_tiny_network(), dataclasses.replace(config, total_env_steps=600))
+    assert longer.env_steps == 600 and longer.eval_steps[:2] == [200, 400]

@@ -296,8 +296,7 @@ def _restore(folder, config, checkpoint) -> tuple[DQNHistory, list | None]:
     try:
         with open(os.path.join(folder, "state.json"), encoding="utf-8") as file:
             saved = json.load(file)
-        if saved["env_id"] != config.env_id:
-            raise ValueError(f"it was written for {saved['env_id']}, not {config.env_id}")
+        config.check_resumable(saved["config"])
         checkpoint.read(os.path.join(folder, "agent")).assert_existing_objects_matched()
         with np.load(os.path.join(folder, "best_weights.npz"), allow_pickle=False) as arrays:
             best = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]

@@ -161,6 +161,21 @@ class DQNConfig:
         return files.strict_json(
             {f.name: getattr(self, f.name) for f in fields(self) if f.name != "callbacks"})
 
+    def check_resumable(self, saved: dict) -> None:
+        """Raises ``ValueError`` unless a checkpoint with config ``saved`` can resume this run.
+
+        Every setting that shapes training must match; the budget
+        (``total_env_steps``, ``target_return``) may grow and the watching
+        settings (progress bar, folders) may change.
+        """
+        free = {"total_env_steps", "target_return", "progress", "checkpoint_dir",
+                "tensorboard_dir"}
+        ours = self.as_dict()
+        differ = sorted(key for key in set(ours) | set(saved)
+                        if key not in free and ours.get(key) != saved.get(key))
+        if differ:
+            raise ValueError(f"it was written by a run with other settings ({', '.join(differ)})")
+
 
 @dataclass
 class DQNHistory:
@@ -465,8 +480,7 @@ def _restore(folder, config, q_network, target_network, optimizer, replay, rng) 
     try:
         with open(os.path.join(folder, "state.json"), encoding="utf-8") as file:
             saved = json.load(file)
-        if saved["env_id"] != config.env_id:
-            raise ValueError(f"it was written for {saved['env_id']}, not {config.env_id}")
+        config.check_resumable(saved["config"])
         q_network.load_weights(os.path.join(folder, "q_network.weights.h5"))
         target_network.load_weights(os.path.join(folder, "target_network.weights.h5"))
         with np.load(os.path.join(folder, "optimizer.npz"), allow_pickle=False) as arrays:
