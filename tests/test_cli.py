@@ -7,6 +7,7 @@ in-process; everything that trains runs ``python -m tfkd.cli``.
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -360,3 +361,15 @@ def test_a_failed_write_leaves_the_previous_outputs(tmp_path):
     assert (tmp_path / "student.keras").read_text() == "first"
     assert (tmp_path / "results.json").read_text() == "{}"
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".staging-")]
+
+
+def test_a_rerun_with_the_checkpoint_dir_resumes_and_says_so(teacher_dir, tmp_path):
+    command = ["distill", "--teacher", teacher_dir, "--checkpoint-dir", tmp_path / "ckpt",
+               "--out", tmp_path / "out", *TINY_DISTILL]
+    first = run_tfkd(*command)
+    assert first.returncode == 0 and "resumed" not in first.stdout, first.stderr
+    results = _strict_load(tmp_path / "out" / "results.json")
+    again = run_tfkd(*command)  # a finished run: every round is restored, none is run again
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"resumed from .*: rounds 1-\d+ restored, 0 run now", again.stdout)
+    assert _strict_load(tmp_path / "out" / "results.json")["student"] == results["student"]

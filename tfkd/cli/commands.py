@@ -204,6 +204,9 @@ def _distill(args: argparse.Namespace, teacher, env_id: str, folder: str | None,
     try:
         history = _library_call(DISTILLATION_LOOPS[args.mode], teacher, student, config)
         interrupted = history.interrupted
+        if history.resumed_from:
+            print(f"resumed from {args.checkpoint_dir}: rounds 1-{history.resumed_from} restored, "
+                  f"{history.num_rounds - history.resumed_from} run now.")
         if not interrupted:
             comparison = compare_policies(env_id, teacher, student, eval_seeds)
     except KeyboardInterrupt:
