@@ -58,6 +58,7 @@ from tfkd.models import count_params
 from tfkd.rl import evaluation, files, teacher_io
 from tfkd.rl.dqn import DQNConfig, DQNHistory, TrainingReporter
 from tfkd.rl.envs import is_atari, make_atari_env, make_env
+from tfkd.rl.seeding import derived_seed
 
 __all__ = ["TrainedDqnTeacher", "build_q_network", "load_dqn_teacher", "make_tf_agents_env",
            "save_dqn_teacher", "train_dqn_teacher"]
@@ -184,7 +185,10 @@ def train_dqn_teacher(config: DQNConfig | None = None,
     files.check_directory(out_dir, "out_dir")
     keras.utils.set_random_seed(config.seed)
     start_time = time.perf_counter()
-    tf_env = tf_py_environment.TFPyEnvironment(make_tf_agents_env(config.env_id, seed=config.seed))
+    # Training episodes start from a hashed seed, not from the small integers
+    # that seed the selection and held-out episodes, so they do not replay them.
+    tf_env = tf_py_environment.TFPyEnvironment(
+        make_tf_agents_env(config.env_id, seed=derived_seed(config.seed, 0)))
     env_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="env_step")
     agent = _make_agent(tf_env, config, env_step)
     network = agent._q_network

@@ -43,6 +43,7 @@ from tfkd.models import count_params
 from tfkd.rl import evaluation, files, teacher_io
 from tfkd.rl.envs import env_spec, make_vector_env
 from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy, network_outputs
+from tfkd.rl.seeding import derived_seed
 
 
 # The logs each evaluation hands to callbacks, in this order.
@@ -377,7 +378,9 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     reporter = TrainingReporter(config, q_network)
     history, step = state.history, state.step
     returns = np.zeros(config.num_envs)
-    observations, _ = env.reset(seed=config.seed + step)
+    # Training episodes start from hashed seeds, not from the small integers
+    # that seed the selection and held-out episodes, so they do not replay them.
+    observations, _ = env.reset(seed=derived_seed(config.seed, step))
     start = time.perf_counter() - state.wall_time_s
     bar = tqdm(total=config.total_env_steps, initial=min(step, config.total_env_steps),
                desc=f"DQN {config.env_id}", disable=not config.progress)
