@@ -193,13 +193,19 @@ def test_ctrl_c_saves_the_student_so_far(keras_teacher, tmp_path):
                "--env", "CartPole-v1", "--steps", "10000000", "--steps-per-round", "100",
                "--train-steps-per-round", "10", "--select-episodes", "1", "--quiet",
                "--out", str(tmp_path)]
-    process = subprocess.Popen(command, env=_env(), cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    # PYTHONFAULTHANDLER: if the run hangs, SIGABRT makes it print every thread's stack.
+    process = subprocess.Popen(command, env={**_env(), "PYTHONFAULTHANDLER": "1"}, cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().startswith("distilling")
         time.sleep(3)
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            stdout, stderr = process.communicate(timeout=60)
+            pytest.fail(f"no exit within 300 s of Ctrl-C; its stacks:\n{stderr[-6000:]}")
     finally:
         process.kill()
     assert process.returncode == 130, stderr
