@@ -193,9 +193,12 @@ def test_ctrl_c_saves_the_student_so_far(keras_teacher, tmp_path):
                "--env", "CartPole-v1", "--steps", "10000000", "--steps-per-round", "100",
                "--train-steps-per-round", "10", "--select-episodes", "1", "--quiet",
                "--out", str(tmp_path)]
+    # A test runner started in the background (as CI may be) inherits an ignored
+    # SIGINT, which a user's terminal never gives: the run gets the default back.
     # PYTHONFAULTHANDLER: if the run hangs, SIGABRT makes it print every thread's stack.
     process = subprocess.Popen(command, env={**_env(), "PYTHONFAULTHANDLER": "1"}, cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline().startswith("distilling")
         time.sleep(3)
