@@ -66,7 +66,7 @@ from tfkd.rl import (  # noqa: E402
     seed_everything,
 )
 from tfkd.rl.dqn import DQNConfig, load_dqn_teacher, train_dqn  # noqa: E402
-from tfkd.rl.files import strict_json, write_json  # noqa: E402
+from tfkd.files import strict_json, write_json  # noqa: E402
 
 METHODS = ("teacher-driven", "student-driven", "DQN from scratch")
 FORMAT = "tfkd.benchmarks.rl/2"

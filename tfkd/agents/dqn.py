@@ -55,7 +55,8 @@ from tqdm.auto import tqdm
 from tfkd.agents.environment import GymnasiumEnvironment
 from tfkd.agents.teachers import QNetworkTeacher
 from tfkd.models import count_params
-from tfkd.rl import evaluation, files, teacher_io
+from tfkd import files
+from tfkd.rl import evaluation, teacher_io
 from tfkd.rl.dqn import DQNConfig, DQNHistory, TrainingReporter
 from tfkd.rl.envs import is_atari, make_atari_env, make_env
 from tfkd.rl.seeding import derived_seed
@@ -302,8 +303,7 @@ def _restore(folder, config, checkpoint) -> tuple[DQNHistory, list | None]:
             saved = json.load(file)
         config.check_resumable(saved["config"])
         checkpoint.read(os.path.join(folder, "agent")).assert_existing_objects_matched()
-        with np.load(os.path.join(folder, "best_weights.npz"), allow_pickle=False) as arrays:
-            best = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        best = files.read_array_list(os.path.join(folder, "best_weights.npz"))
         history = DQNHistory.from_dict(saved["history"])
     except (OSError, tf.errors.OpError, AssertionError, KeyError, TypeError, ValueError,
             json.JSONDecodeError) as error:

@@ -20,6 +20,8 @@ import signal
 import tempfile
 from typing import Iterator
 
+from tfkd import files
+
 LOCK_FILE = ".tfkd.lock"
 STAGING_PREFIX = ".staging-"
 RESULTS_FILE = "results.json"
@@ -31,13 +33,10 @@ class CliError(Exception):
 
 def check_writable_dir(path: str, flag: str) -> None:
     """Raises :class:`CliError` unless ``path`` is, or can become, a writable folder."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise CliError(f"{flag} {path!r} is a file, not a folder.")
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(os.path.abspath(existing))
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise CliError(f"{flag} {path!r} is not writable ({existing!r} is not a writable folder).")
+    try:
+        files.check_directory(path, flag)
+    except ValueError as error:
+        raise CliError(str(error)) from None
 
 
 class OutputDir:

@@ -12,7 +12,7 @@ Layout of a checkpoint directory::
 
 Everything is plain JSON or ``.npz`` read with ``allow_pickle=False``. A kill
 at any moment leaves ``latest.json`` naming a complete round: the older
-folder is deleted only after the pointer moved on (``tfkd.rl.files``).
+folder is deleted only after the pointer moved on (``tfkd.files``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tfkd.rl import files
+from tfkd import files
 
 FORMAT = 1
 PREFIX = "round-"
@@ -105,13 +105,9 @@ def load_latest(
     return RoundCheckpoint(
         round_index=int(state["round"]),
         state=state,
-        student_weights=_read_arrays(os.path.join(folder, "student.npz")),
-        optimizer_variables=_read_arrays(os.path.join(folder, "optimizer.npz")),
-        best_weights=_read_arrays(best) if os.path.exists(best) else None,
+        student_weights=files.read_array_list(os.path.join(folder, "student.npz")),
+        optimizer_variables=files.read_array_list(os.path.join(folder, "optimizer.npz")),
+        best_weights=files.read_array_list(best) if os.path.exists(best) else None,
         buffer_arrays=files.read_npz(os.path.join(folder, "buffer.npz")),
     )
 
-
-def _read_arrays(path: str) -> list[np.ndarray]:
-    arrays = files.read_npz(path)
-    return [arrays[f"arr_{i}"] for i in range(len(arrays))]

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.lib import format as npy_format
 
-from tfkd.rl import files
+from tfkd import files
 
 NPZ_KEYS = ("observations", "teacher_outputs")
 REPLACEMENTS = ("fifo", "reservoir")

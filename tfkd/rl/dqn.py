@@ -40,7 +40,8 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfkd.models import count_params
-from tfkd.rl import evaluation, files, teacher_io
+from tfkd import files
+from tfkd.rl import evaluation, teacher_io
 from tfkd.rl.envs import env_spec, make_vector_env
 from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy, network_outputs
 from tfkd.rl.seeding import derived_seed
@@ -486,14 +487,12 @@ def _restore(folder, config, q_network, target_network, optimizer, replay, rng) 
         config.check_resumable(saved["config"])
         q_network.load_weights(os.path.join(folder, "q_network.weights.h5"))
         target_network.load_weights(os.path.join(folder, "target_network.weights.h5"))
-        with np.load(os.path.join(folder, "optimizer.npz"), allow_pickle=False) as arrays:
-            values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        values = files.read_array_list(os.path.join(folder, "optimizer.npz"))
         if len(values) != len(optimizer.variables):
             raise ValueError("its optimizer state does not fit this network")
         for variable, value in zip(optimizer.variables, values):
             variable.assign(value)
-        with np.load(os.path.join(folder, "best_weights.npz"), allow_pickle=False) as arrays:
-            best = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        best = files.read_array_list(os.path.join(folder, "best_weights.npz"))
         replay.load(os.path.join(folder, "replay.npz"))
         rng.bit_generator.state = saved["rng"]
         history = DQNHistory.from_dict(saved["history"])

@@ -16,7 +16,7 @@ Every file is written under a temporary name and renamed into place
 teacher or the new one, never half of one. Checkpoints of a training run
 live in ``checkpoint_dir/ckpt-<env step>/`` folders, made complete under a
 temporary name first; ``checkpoint_dir/latest.json`` names the newest
-(``tfkd.rl.files``).
+(``tfkd.files``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import gymnasium as gym
 import keras
 import numpy as np
 
-from tfkd.rl import files
+from tfkd import files
 from tfkd.rl.envs import is_atari
 
 TEACHER_FILE = "teacher.json"

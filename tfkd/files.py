@@ -1,5 +1,7 @@
 """Files that are never half-written: atomic files, atomic folders, checkpoints.
 
+A leaf module (NumPy only): the ``tfkd`` command uses it before TensorFlow loads.
+
 Every write goes to a temporary name in the destination's folder and is
 renamed into place (``os.replace``, atomic on POSIX), so a crash leaves the
 previous version or none, never a truncated one. A checkpoint folder is
@@ -88,6 +90,12 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
+def read_array_list(path: str | os.PathLike) -> list[np.ndarray]:
+    """The arrays that ``write_npz(path, *arrays)`` wrote, in their order."""
+    arrays = read_npz(path)
+    return [arrays[f"arr_{i}"] for i in range(len(arrays))]
+
+
 def replace_directory(write: Callable[[str], None], path: str | os.PathLike) -> None:
     """Calls ``write(temporary_dir)``, then swaps that folder in for ``path``."""
     path = os.fspath(path)
@@ -160,11 +168,12 @@ def check_directory(path: str | os.PathLike | None, what: str) -> None:
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a file, not a folder.")
-    probe = path
-    while not os.path.exists(probe):
-        probe = os.path.dirname(os.path.abspath(probe))
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {path!r} is not writable.")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path!r} is not writable ({existing!r} is not a writable "
+                         "folder).")
 
 
 def _sync(file) -> None:
