@@ -5,12 +5,14 @@ at the end, so they save and load as ``.keras`` files and expose their hidden
 layers by name (for feature distillation). :func:`build_teacher` and
 :func:`build_student` hold tfkd's default architectures, for vector
 observations (MLPs) and for Atari frames (Nature CNNs).
+:func:`build_multi_task_student` builds one student for several tasks (Rusu
+et al. 2016), :func:`task_model` its network for one task.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import keras
 
@@ -22,10 +24,13 @@ __all__ = [
     "STUDENT_HIDDEN_UNITS",
     "TEACHER_HIDDEN_UNITS",
     "build_mlp",
+    "build_multi_task_student",
     "build_nature_cnn",
     "build_student",
     "build_teacher",
     "count_params",
+    "task_model",
+    "task_names",
 ]
 
 # Default architectures. Vector observations: an MLP teacher and a student
@@ -144,6 +149,98 @@ def build_student(observation_shape, num_actions, atari: bool,
     """
     return _build_default(observation_shape, num_actions, atari, hidden_units, name,
                           STUDENT_HIDDEN_UNITS, ATARI_STUDENT_FILTERS, ATARI_STUDENT_DENSE_UNITS)
+
+
+def build_multi_task_student(tasks: Mapping[str, tuple[Sequence[int], int]], trunk_units=(64, 64),
+                             adapter_units=64, adapter_channels=16, conv_filters=16,
+                             name="multi_task_student") -> keras.Model:
+    """One student for several tasks: a small input adapter per task, a shared
+    trunk, an output head per task (Rusu et al. 2016, "Policy Distillation", §4).
+
+    Vector observations: adapter ``Dense(adapter_units, relu)``, trunk of
+    ``Dense`` layers. Frames ``[height, width, channels]`` (MinAtar, channels
+    differing by game): adapter a 1x1 convolution to ``adapter_channels``
+    channels, trunk ``Conv2D(conv_filters, 3)`` then the ``Dense`` layers.
+    Each head is a linear ``Dense(num_actions)``.
+
+    The model has one input and one output per task, in the order of
+    ``tasks``; input ``k`` is named :func:`task_input_name` of the task's env id,
+    so the saved ``.keras`` file knows its tasks (:func:`task_names`), and
+    :func:`task_model` gives the ordinary single-task network of one of them.
+
+    Args:
+        tasks: ``{env_id: (observation_shape, num_actions)}``.
+        trunk_units: widths of the shared dense layers.
+        adapter_units: output width of a vector task's adapter.
+        adapter_channels: output channels of a frame task's adapter.
+        conv_filters: filters of the trunk's convolution (frames only).
+        name: the model's name.
+
+    Raises:
+        ValueError: no task, vector and frame tasks mixed, frames of
+            different heights or widths, or a non-positive size.
+    """
+    if not tasks:
+        raise ValueError("tasks must name at least one task")
+    ranks = {len(shape) for shape, _ in tasks.values()}
+    if ranks not in ({1}, {3}):
+        raise ValueError("the tasks' observations must all be vectors or all be frames "
+                         f"[height, width, channels]; got shapes "
+                         f"{[tuple(shape) for shape, _ in tasks.values()]}")
+    frames = ranks == {3}
+    if frames and len({tuple(shape[:2]) for shape, _ in tasks.values()}) > 1:
+        raise ValueError("the tasks' frames must share height and width (the adapters change "
+                         f"channels only); got {[tuple(s) for s, _ in tasks.values()]}")
+    for units in (*trunk_units, adapter_units, adapter_channels, conv_filters):
+        _check_positive("layer sizes", units)
+    if frames:
+        trunk = [keras.layers.Conv2D(conv_filters, 3, padding="same", activation="relu",
+                                     name="trunk_conv"), keras.layers.Flatten(name="flatten")]
+    else:
+        trunk = []
+    trunk += [keras.layers.Dense(units, activation="relu", name=f"trunk_{i}")
+              for i, units in enumerate(trunk_units)]
+    inputs, outputs = [], []
+    for k, (env_id, (shape, num_actions)) in enumerate(tasks.items()):
+        _check_positive("num_actions", num_actions)
+        x = keras.Input(shape=tuple(shape), name=task_input_name(env_id))
+        if frames:
+            h = keras.layers.Conv2D(adapter_channels, 1, activation="relu",
+                                    name=f"adapter_{k}")(keras.ops.cast(x, "float32"))
+        else:
+            h = keras.layers.Dense(adapter_units, activation="relu", name=f"adapter_{k}")(x)
+        for layer in trunk:
+            h = layer(h)
+        outputs.append(keras.layers.Dense(num_actions, name=f"head_{k}",
+                                          dtype=_float32_if_mixed())(h))
+        inputs.append(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def task_input_name(env_id: str) -> str:
+    """The input name of ``env_id``'s task (Keras names cannot hold "/": "A/B" -> "A__B")."""
+    return env_id.replace("/", "__")
+
+
+def task_names(model: keras.Model) -> list[str]:
+    """The env ids of a multi-task student's tasks, in order (from its input names)."""
+    return [tensor.name.replace("__", "/") for tensor in model.inputs]
+
+
+def task_model(model: keras.Model, env_id: str) -> keras.Model:
+    """The single-task network of ``env_id`` inside a multi-task student.
+
+    It shares the student's layers (training one trains the other) and is an
+    ordinary ``keras.Model``: observations ``[batch, *shape]`` to logits.
+
+    Raises:
+        ValueError: ``env_id`` is not one of the student's tasks.
+    """
+    names = task_names(model)
+    if env_id not in names:
+        raise ValueError(f"the student has no task {env_id!r}; its tasks: {', '.join(names)}")
+    k = names.index(env_id)
+    return keras.Model(model.inputs[k], model.outputs[k], name=task_input_name(env_id))
 
 
 def _build_default(observation_shape, num_actions, atari, hidden_units, name, mlp_hidden,

@@ -16,8 +16,10 @@ from tfkd.rl.callbacks import RoundCSVLogger, RoundTensorBoard
 from tfkd.rl.checkpoint import CheckpointMismatchError
 from tfkd.rl.loops import (
     DistillationHistory,
+    MultiTaskHistory,
     DistillConfig,
     distill,
+    distill_multi_task,
     distill_student_driven,
     distill_teacher_driven,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "DistillConfig",
     "DistillationBuffer",
     "DistillationHistory",
+    "MultiTaskHistory",
     "EnvSpec",
     "EpsilonGreedyPolicy",
     "GreedyPolicy",
@@ -85,6 +88,7 @@ __all__ = [
     "check_observations",
     "compare_policies",
     "distill",
+    "distill_multi_task",
     "distill_student_driven",
     "distill_teacher_driven",
     "env_spec",

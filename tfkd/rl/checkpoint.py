@@ -8,7 +8,7 @@ Layout of a checkpoint directory::
         student.npz          student weights (arr_0, arr_1, ...)
         optimizer.npz        optimizer variables
         best.npz             the best round's student weights (keep_best only)
-        buffer.npz           the aggregated buffer's observations and teacher outputs
+        buffer.npz           each task's buffer: observations and teacher outputs
 
 Everything is plain JSON or ``.npz`` read with ``allow_pickle=False``. A kill
 at any moment leaves ``latest.json`` naming a complete round: the older
@@ -27,7 +27,8 @@ import numpy as np
 
 from tfkd import files
 
-FORMAT = 1
+# 2: the state holds a list of tasks (multi-task runs); older checkpoints are refused.
+FORMAT = 2
 PREFIX = "round-"
 
 
