@@ -1,4 +1,5 @@
-"""Multi-task distillation (Rusu et al. 2016, §4): one student, a head per task.
+"""Many teachers, one student: multi-task distillation (Rusu et al. 2016, §4),
+one student with a head per task, and several teachers of one task.
 
 Two tasks with fixed-weight teachers that need no training: CartPole-v1 (the
 linear controller of conftest.py, 500 every episode) and MountainCar-v0 (push
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfkd.distillation import Distiller
-from tfkd.models import build_multi_task_student, count_params, task_model, task_names
+from tfkd.distillation import Distiller, TeacherEnsemble
+from tfkd.models import build_mlp, build_multi_task_student, count_params, task_model, task_names
 from tfkd.rl import (
     DistillConfig,
     MultiTaskHistory,
@@ -152,3 +153,21 @@ def test_a_multi_task_run_resumes_from_its_checkpoint(cartpole_teacher, tmp_path
     again = distill_multi_task(teachers, student(3), tiny)  # everything comes from the checkpoint
     assert again.resumed_from == first.num_rounds == 2
     assert again.as_dict()["tasks"]["CartPole-v1"]["env_steps"] == [200, 400]
+
+
+@pytest.mark.parametrize("combination", ["mean", "most_confident"])
+def test_a_student_of_two_teachers_follows_the_sure_one(make_cartpole_teacher, combination):
+    """Several teachers of one task: a sure controller and an unsure wrong one."""
+    sure = make_cartpole_teacher(100.0)
+    inputs = keras.Input((4,))
+    unsure = keras.Model(inputs, keras.layers.Dense(2, use_bias=False)(inputs))
+    unsure.set_weights([-0.01 * sure.get_weights()[0]])  # pushes the wrong way, barely
+    ensemble = TeacherEnsemble([sure, unsure], combination, temperature=1.0)
+    keras.utils.set_random_seed(0)
+    model = build_mlp((4,), 2, (16, 16))
+    distill(ensemble, model, DistillConfig(total_env_steps=3_000, steps_per_round=1_000,
+                                           train_steps_per_round=300, eval_episodes=3,
+                                           learning_rate=3e-3, temperature=1.0, progress=False))
+    result = compare_policies("CartPole-v1", sure, model, HELD_OUT)
+    assert compare_policies("CartPole-v1", sure, unsure, HELD_OUT).normalized_score < 0.2
+    assert result.normalized_score >= 0.9, result.as_dict()

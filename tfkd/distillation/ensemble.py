@@ -1,0 +1,95 @@
+"""Several teachers of one task as one teacher: their policies averaged, or
+per state the most confident one.
+
+Both combine the teachers' policies at the distillation loss's temperature
+``T``, the policies the student is trained to match, π_k = softmax(t_k / T):
+
+- ``"mean"``: π̄ = (1/K) Σ_k π_k, returned as the logits ``T · log π̄``, so
+  that the loss's ``softmax(· / T)`` gives back π̄ exactly (the averaged
+  ensemble of Hinton et al. 2015, "Distilling the Knowledge in a Neural
+  Network", §2, applied to policies as in Rusu et al. 2016);
+- ``"most_confident"``: per state, the outputs of the teacher whose policy
+  puts the most probability on one action, k* = argmax_k max_a π_k(a)
+  (one teacher's knowledge per state, where averaging would blur two
+  confident but different teachers).
+
+With a low temperature (``q_value_kl``'s 0.01 on Q-values) the mean is
+nearly the vote of the teachers' greedy actions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import tensorflow as tf
+
+from tfkd.ops.checks import check_temperature
+
+COMBINATIONS = ("mean", "most_confident")
+
+
+def mean_policy_logits(teacher_outputs: Sequence[tf.Tensor], temperature: float) -> tf.Tensor:
+    """``T · log((1/K) Σ_k softmax(t_k / T))``: logits of the teachers' mean policy.
+
+    Args:
+        teacher_outputs: K tensors ``[batch, num_actions]`` (logits or Q-values).
+        temperature: T > 0, the distillation loss's teacher temperature.
+    """
+    _check(teacher_outputs, temperature)
+    log_policies = tf.stack([tf.nn.log_softmax(tf.cast(t, tf.float32) / temperature)
+                             for t in teacher_outputs])
+    log_mean = tf.reduce_logsumexp(log_policies, axis=0) - math.log(len(teacher_outputs))
+    return temperature * log_mean
+
+
+def most_confident_outputs(teacher_outputs: Sequence[tf.Tensor], temperature: float) -> tf.Tensor:
+    """Per row, the outputs of the teacher with the largest ``max_a softmax(t_k / T)``.
+
+    Ties go to the first such teacher.
+    """
+    _check(teacher_outputs, temperature)
+    stacked = tf.stack([tf.cast(t, tf.float32) for t in teacher_outputs])  # [K, batch, A]
+    confidence = tf.reduce_max(tf.nn.softmax(stacked / temperature), axis=-1)  # [K, batch]
+    chosen = tf.argmax(confidence, axis=0)  # [batch]
+    return tf.gather(tf.transpose(stacked, [1, 0, 2]), chosen, axis=1, batch_dims=1)
+
+
+class TeacherEnsemble:
+    """K teachers of one task, callable as one teacher network.
+
+    Args:
+        teachers: networks mapping observations to ``[batch, num_actions]``
+            (Keras models, TF-Agents teachers, any callable).
+        combination: ``"mean"`` or ``"most_confident"`` (see the module docstring).
+        temperature: the distillation loss's teacher temperature T.
+
+    Raises:
+        ValueError: fewer than two teachers, an unknown combination or a bad
+            temperature.
+    """
+
+    def __init__(self, teachers: Sequence[Callable], combination: str = "mean",
+                 temperature: float = 1.0):
+        if len(teachers) < 2:
+            raise ValueError(f"an ensemble needs at least two teachers, got {len(teachers)}")
+        if combination not in COMBINATIONS:
+            raise ValueError(f"combination must be one of {', '.join(COMBINATIONS)}, "
+                             f"got {combination!r}")
+        self.teachers = list(teachers)
+        self.combination = combination
+        self.temperature = check_temperature(temperature, "temperature")
+
+    def __call__(self, observations):
+        outputs = [teacher(observations) for teacher in self.teachers]
+        combine = mean_policy_logits if self.combination == "mean" else most_confident_outputs
+        return combine(outputs, self.temperature)
+
+
+def _check(teacher_outputs, temperature) -> None:
+    if not teacher_outputs:
+        raise ValueError("no teacher outputs to combine")
+    shapes = {tuple(t.shape) for t in teacher_outputs}
+    if len(shapes) > 1:
+        raise ValueError(f"the teachers' outputs differ in shape: {sorted(shapes)}")
+    check_temperature(temperature, "temperature")
