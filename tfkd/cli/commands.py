@@ -23,8 +23,12 @@ import numpy as np
 from tfkd.cli import report
 from tfkd.cli.output import CliError, OutputDir
 from tfkd.cli.report import Row
-from tfkd.models import build_student, build_teacher, count_params
-from tfkd.rl.loops import DistillConfig, distill_student_driven, distill_teacher_driven
+from tfkd import losses as tfkd_losses
+from tfkd.distillation import TeacherEnsemble
+from tfkd.models import (build_multi_task_student, build_student, build_teacher, count_params,
+                         task_model)
+from tfkd.rl.loops import (DistillConfig, MultiTaskHistory, distill_multi_task,
+                           distill_student_driven, distill_teacher_driven)
 from tfkd.rl import teacher_io
 from tfkd.rl.callbacks import RoundCSVLogger
 from tfkd.rl.dqn import LOG_KEYS as DQN_LOG_KEYS
@@ -42,6 +46,7 @@ KL_LOSSES = ("soft_target_kl", "q_value_kl")
 DISTILLATION_LOOPS = {"student": distill_student_driven, "teacher": distill_teacher_driven}
 INTERRUPTED = 130
 TEACHER_SELECT_EPISODES = 5
+MULTI_TASK_TRUNK_UNITS = (64, 64)
 
 
 # ------------------------------------------------------------------ commands
@@ -62,12 +67,30 @@ def train_teacher(args: argparse.Namespace, out: OutputDir | None) -> int:
 
 
 def distill(args: argparse.Namespace, out: OutputDir | None) -> int:
-    """``tfkd distill``: distil a saved teacher into a small student."""
+    """``tfkd distill``: distil a saved teacher into a small student.
+
+    Several ``--teacher`` of one env are distilled as one
+    (:class:`~tfkd.distillation.TeacherEnsemble`, ``--combine``); teachers of
+    different envs into one multi-task student.
+    """
     seed_everything(args.seed)
     _check_temperature(args)
-    teacher, env_id = load_teacher(args.teacher, args.env)
+    loaded = [load_teacher(path, args.env) for path in args.teacher]
+    env_ids = [env_id for _, env_id in loaded]
+    start = time.perf_counter()
+    if len(set(env_ids)) > 1:
+        if len(set(env_ids)) < len(env_ids):
+            raise CliError(f"the teachers' envs ({', '.join(env_ids)}) repeat some but not all: "
+                           "give one teacher per env (multi-task) or teachers of one env.")
+        with _staging(out) as folder:
+            return _distill_multi_task(args, [t for t, _ in loaded], env_ids, folder, start)
+    teacher = loaded[0][0]
+    if len(loaded) > 1:
+        temperature = tfkd_losses.get(args.loss, temperature=args.temperature)
+        teacher = TeacherEnsemble([t for t, _ in loaded], args.combine,
+                                  getattr(temperature, "temperature", 1.0))
     with _staging(out) as folder:
-        return _distill(args, teacher, env_id, folder, time.perf_counter())
+        return _distill(args, teacher, env_ids[0], folder, start)
 
 
 def evaluate(args: argparse.Namespace, out: OutputDir | None) -> int:
@@ -235,11 +258,75 @@ def _distill(args: argparse.Namespace, teacher, env_id: str, folder: str | None,
     return INTERRUPTED if interrupted else 0
 
 
+def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
+                        folder: str | None, start: float) -> int:
+    """One student for several envs: distils, reports each task on the held-out seeds."""
+    if args.target_return is not None:
+        raise CliError("--target-return applies to one env; a multi-task run keeps the round "
+                       "with the best mean normalised score.")
+    specs = {env_id: _env_spec(env_id) for env_id in env_ids}
+    student = _library_call(
+        build_multi_task_student,
+        {env_id: (spec.observation_shape, spec.num_actions) for env_id, spec in specs.items()},
+        trunk_units=args.student_hidden or MULTI_TASK_TRUNK_UNITS)
+    steps_per_round = min(args.steps_per_round, args.steps)
+    config = _library_call(
+        DistillConfig, env_id=tuple(env_ids), control=args.mode, total_env_steps=args.steps,
+        steps_per_round=steps_per_round, train_steps_per_round=args.train_steps_per_round,
+        eval_episodes=args.select_episodes, seed=args.seed, progress=not args.quiet,
+        num_envs=min(8, steps_per_round), temperature=args.temperature,
+        distillation_loss=args.loss, keep_best=True, checkpoint_dir=args.checkpoint_dir,
+        tensorboard_dir=args.tensorboard, csv_path=args.csv)
+    eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
+    print(f"distilling {', '.join(env_ids)} into one student ({args.mode}-driven, {args.steps} "
+          "env steps each) ...", flush=True)
+    history, tasks, interrupted = None, {}, False
+    try:
+        history = _library_call(distill_multi_task, teachers, student, config)
+        interrupted = history.interrupted
+        if not interrupted:
+            for env_id, teacher in zip(env_ids, teachers):
+                tasks[env_id] = compare_policies(env_id, teacher, task_model(student, env_id),
+                                                 eval_seeds)
+    except KeyboardInterrupt:
+        interrupted = True
+    seconds = time.perf_counter() - start
+    results = {env_id: None for env_id in env_ids}
+    for env_id, teacher in zip(env_ids, teachers):
+        comparison = tasks.get(env_id)
+        if comparison is not None:
+            rows, random, agreement = _comparison_rows(comparison), comparison.random, \
+                comparison.agreement
+        else:
+            rows = {"teacher": Row("teacher", count_params(teacher), None, None),
+                    "student": Row("student", None, None, None)}
+            random, agreement = None, None
+        rows["student"] = dataclasses.replace(rows["student"], name="student (its head)",
+                                              params=count_params(task_model(student, env_id)))
+        report.print_table(env_id, [*rows.values(), _random_row(random, rows["teacher"])],
+                           agreement)
+        results[env_id] = report.task_dict(env_id, rows, random, agreement)
+    combined = report.combined_dict(results, count_params(student))
+    report.print_combined(combined, seconds, _kept_note(history, args, interrupted))
+    results = report.multi_task_results_dict(
+        env_ids, args.seed, eval_seeds, _config(args, config), results, combined, interrupted,
+        mode=f"{args.mode}-driven", kept_round=history.kept_round if history else None,
+        history=history.as_dict() if history else None, wall_time_s=seconds)
+    if folder:
+        student.save(os.path.join(folder, STUDENT_FILE))
+        report.write_plot(folder, history, "multi-task distillation")
+        report.write_results(folder, results)
+        print(f"results, plot and student {'so far ' if interrupted else ''}written to "
+              f"{os.path.dirname(folder)}")
+    return INTERRUPTED if interrupted else 0
+
+
 def _kept_note(history, args, interrupted: bool) -> str:
     if interrupted:
         return "interrupted: the student so far is saved; the held-out evaluation was skipped."
+    best = "mean normalised score" if isinstance(history, MultiTaskHistory) else "return"
     return (f"kept the student of round {history.kept_round + 1} of {history.num_rounds}: the "
-            f"best return on {args.select_episodes} selection episodes (seeds disjoint from "
+            f"best {best} on {args.select_episodes} selection episodes (seeds disjoint from "
             "the reported ones).")
 
 

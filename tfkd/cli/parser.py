@@ -16,6 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 DEMO_ENV = "CartPole-v1"
 DISTILLATION_LOSSES = ("soft_target_kl", "q_value_kl", "greedy_action_nll", "mse")
+# tfkd.distillation.ensemble.COMBINATIONS, repeated: the parser imports no TensorFlow.
+COMBINATIONS = ("mean", "most_confident")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,10 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = commands.add_parser("distill", help="distil a saved teacher into a small student",
                               description="Distil a saved teacher into a small student; the "
-                              "student of the best round on the selection episodes is kept.")
+                              "student of the best round on the selection episodes is kept. "
+                              "Several --teacher: teachers of one env are combined into one "
+                              "(--combine); teachers of different envs give one multi-task "
+                              "student with a head per env.")
     _add_common(sub, env_default=None, out_help="folder for results.json, the plot and "
                 "student.keras")
-    _add_teacher(sub)
+    sub.add_argument("--teacher", required=True, action="append",
+                     help="teacher folder from train-teacher, or a .keras file; repeat it for "
+                          "several teachers")
+    sub.add_argument("--combine", choices=COMBINATIONS, default="mean",
+                     help="several teachers of one env: distil their mean policy at the loss's "
+                          "temperature, or per state the most confident teacher's outputs "
+                          "(default: %(default)s)")
     _add_distillation(sub)
     _add_checkpoint_and_tensorboard(sub, "distillation")
     sub.set_defaults(command="distill")
@@ -188,7 +199,8 @@ def _add_distillation(sub) -> None:
                      help="who acts while data is collected (default: student, i.e. DAgger)")
     sub.add_argument("--student-hidden", type=hidden_units, default=None,
                      help="student hidden layer sizes, e.g. 32 (default: tfkd.models' student "
-                          "default; Atari: one value, the dense width)")
+                          "default; Atari: one value, the dense width; multi-task: the shared "
+                          "trunk, default 64,64)")
     sub.add_argument("--loss", choices=DISTILLATION_LOSSES, default="soft_target_kl",
                      help="distillation loss (default: %(default)s; q_value_kl is Rusu et "
                           "al.'s sharpened-Q KL for DQN teachers)")

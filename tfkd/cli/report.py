@@ -10,6 +10,13 @@
                       normalized_score, num_episodes   (student: null for a teacher alone)
 
 plus, after ``distill``, ``mode``, ``kept_round``, ``history`` and ``wall_time_s``.
+
+A multi-task ``distill`` (teachers of several envs) writes ``envs`` (the list)
+instead of ``env``, and per env under ``tasks``: ``agreement``, ``random``,
+``teacher`` and ``student`` (``params``: the student's network for that env,
+shared trunk included); ``combined`` holds ``student_params`` (the whole
+student), ``teachers_params`` (all teachers together), and the mean and the
+minimum of the students' normalised scores.
 Returns are measured on the held-out seeds ``eval_seeds``; the normalised
 score is (R − R_random) / (R_teacher − R_random), the random policy measured on
 the same seeds, null where it is undefined (R_teacher = R_random).
@@ -106,9 +113,19 @@ def results_dict(env_id: str, seed: int, eval_seeds: Sequence[int], config: dict
         "seed": seed,
         "eval_seeds": list(eval_seeds),
         "episodes": len(eval_seeds),
-        "agreement": agreement,
         "config": config,
         "versions": versions(),
+        **task_dict(env_id, rows, random, agreement),
+        "interrupted": interrupted,
+        **extra,
+    }
+
+
+def task_dict(env_id: str, rows: dict[str, Row | None], random: ReturnStats | None,
+              agreement: float | None) -> dict:
+    """One env's measurements: ``agreement``, ``random``, ``teacher``, ``student``."""
+    return {
+        "agreement": agreement,
         "random": {
             "mean_return": random.mean if random else None,
             "std_return": random.std if random else None,
@@ -117,6 +134,46 @@ def results_dict(env_id: str, seed: int, eval_seeds: Sequence[int], config: dict
         },
         "teacher": rows["teacher"].as_dict() if rows.get("teacher") else None,
         "student": rows["student"].as_dict() if rows.get("student") else None,
+    }
+
+
+def combined_dict(tasks: dict[str, dict], student_params: int) -> dict:
+    """The multi-task view: sizes, and the mean and minimum normalised score over envs."""
+    scores = [task["student"]["normalized_score"] for task in tasks.values()]
+    defined = None not in scores
+    return {
+        "student_params": student_params,
+        "teachers_params": sum(task["teacher"]["params"] or 0 for task in tasks.values()),
+        "mean_normalized_score": sum(scores) / len(scores) if defined else None,
+        "min_normalized_score": min(scores) if defined else None,
+    }
+
+
+def print_combined(combined: dict, seconds: float, note: str, file=None) -> None:
+    """Prints the multi-task view under the per-env tables."""
+    file = file or sys.stdout
+    ratio = combined["student_params"] / max(combined["teachers_params"], 1)
+    print(f"\nall envs: one student of {combined['student_params']:,} parameters, "
+          f"{ratio:.3f} of the teachers' {combined['teachers_params']:,}", file=file)
+    print(f"normalised score: mean {_percent(combined['mean_normalized_score'])}, "
+          f"lowest {_percent(combined['min_normalized_score'])}", file=file)
+    print(f"wall time: {seconds:.0f} s", file=file)
+    print(note, file=file)
+
+
+def multi_task_results_dict(env_ids: Sequence[str], seed: int, eval_seeds: Sequence[int],
+                            config: dict, tasks: dict[str, dict], combined: dict,
+                            interrupted: bool, **extra: Any) -> dict:
+    """The ``results.json`` record of a multi-task run (see the module docstring)."""
+    return {
+        "envs": list(env_ids),
+        "seed": seed,
+        "eval_seeds": list(eval_seeds),
+        "episodes": len(eval_seeds),
+        "config": config,
+        "versions": versions(),
+        "tasks": tasks,
+        "combined": combined,
         "interrupted": interrupted,
         **extra,
     }
@@ -173,9 +230,13 @@ def write_results(folder: str, results: dict) -> str:
 
 
 def write_plot(folder: str, history, title: str) -> str | None:
-    """Plots the student's return and agreement per round; None without rounds."""
+    """Plots the student's return and agreement per round (a multi-task run:
+    each env's normalised score); None without rounds."""
     if history is None or not history.num_rounds:
         return None
     path = os.path.join(folder, PLOT_FILE)
-    plot_history({"student": history}, path, title=title)
+    if hasattr(history, "tasks"):
+        plot_history(history.tasks, path, title=title, normalized=True)
+    else:
+        plot_history({"student": history}, path, title=title)
     return path

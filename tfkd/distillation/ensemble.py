@@ -80,6 +80,14 @@ class TeacherEnsemble:
         self.combination = combination
         self.temperature = check_temperature(temperature, "temperature")
 
+    @property
+    def variables(self) -> list:
+        """All the teachers' weights (``tfkd.models.count_params`` counts them)."""
+        found = []
+        for teacher in self.teachers:
+            found += list(getattr(teacher, "weights", None) or getattr(teacher, "variables", []))
+        return found
+
     def __call__(self, observations):
         outputs = [teacher(observations) for teacher in self.teachers]
         combine = mean_policy_logits if self.combination == "mean" else most_confident_outputs

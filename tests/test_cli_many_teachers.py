@@ -1,0 +1,77 @@
+"""``tfkd distill`` with several ``--teacher``: one multi-task student for
+teachers of different envs, one student of an ensemble for teachers of one env."""
+
+import pytest
+
+from tfkd import cli
+from tfkd.cli.parser import COMBINATIONS
+from tfkd.distillation import ensemble
+
+from test_cli import ROW_KEYS, TINY_DISTILL, _assert_one_line_error, _strict_load, run_tfkd
+
+
+@pytest.fixture(scope="module")
+def keras_teachers(tmp_path_factory):
+    """Untrained .keras teachers: two for CartPole-v1, one for Acrobot-v1."""
+    from tfkd.models import build_mlp
+
+    folder = tmp_path_factory.mktemp("teachers")
+    paths = {}
+    for name, (shape, actions) in {"cartpole_a": ((4,), 2), "cartpole_b": ((4,), 2),
+                                   "acrobot": ((6,), 3)}.items():
+        paths[name] = folder / f"{name}.keras"
+        build_mlp(shape, actions, hidden_units=(8,), name=name).save(paths[name])
+    return paths
+
+
+def test_teachers_of_two_envs_give_one_multi_task_student(tmp_path):
+    """Teacher folders carry their env; the student gets a head per env."""
+    teachers = []
+    for env_id in ("CartPole-v1", "Acrobot-v1"):
+        out = tmp_path / env_id
+        run = run_tfkd("train-teacher", "--env", env_id, "--backend", "keras", "--steps", 200,
+                       "--hidden", 8, "--eval-episodes", 1, "--select-episodes", 1,
+                       "--out", out, "--quiet")
+        assert run.returncode == 0, run.stderr
+        teachers += ["--teacher", out]
+    run = run_tfkd("distill", *teachers, "--out", tmp_path / "student", *TINY_DISTILL)
+    assert run.returncode == 0, run.stderr
+    assert "one student of" in run.stdout and "student (its head)" in run.stdout
+    results = _strict_load(tmp_path / "student" / "results.json")
+    assert results["envs"] == ["CartPole-v1", "Acrobot-v1"]
+    for env_id, task in results["tasks"].items():
+        assert ROW_KEYS <= set(task["student"]) and ROW_KEYS <= set(task["teacher"])
+        assert task["student"]["mean_return"] is not None, env_id
+        assert task["student"]["params"] < results["combined"]["student_params"]
+    combined = results["combined"]
+    assert combined["teachers_params"] == sum(
+        task["teacher"]["params"] for task in results["tasks"].values())
+    assert set(results["history"]["tasks"]) == {"CartPole-v1", "Acrobot-v1"}
+
+    import keras
+    from tfkd.models import task_names
+
+    student = keras.saving.load_model(tmp_path / "student" / "student.keras", safe_mode=True)
+    assert task_names(student) == ["CartPole-v1", "Acrobot-v1"]
+
+
+def test_teachers_of_one_env_are_distilled_as_one(keras_teachers, tmp_path):
+    combination = "most_confident"  # (both combinations: tests/distillation/test_ensemble.py)
+    out = tmp_path / combination
+    run = run_tfkd("distill", "--env", "CartPole-v1", "--teacher", keras_teachers["cartpole_a"],
+                   "--teacher", keras_teachers["cartpole_b"], "--combine", combination,
+                   "--out", out, *TINY_DISTILL)
+    assert run.returncode == 0, run.stderr
+    results = _strict_load(out / "results.json")
+    assert results["env"] == "CartPole-v1" and results["config"]["combine"] == combination
+    assert results["teacher"]["params"] == 2 * (4 * 8 + 8 + 8 * 2 + 2)  # both teachers
+
+
+def test_the_parser_offers_the_library_combinations():
+    assert COMBINATIONS == ensemble.COMBINATIONS
+
+
+def test_mixed_teacher_envs_are_one_line_errors(keras_teachers, capsys):
+    code = cli.main(["distill", "--env", "CartPole-v1", "--teacher", str(keras_teachers["cartpole_a"]),
+                     "--teacher", str(keras_teachers["acrobot"]), "--quiet"])
+    _assert_one_line_error(code, capsys.readouterr().err, "takes observations")
