@@ -155,15 +155,17 @@ class _PrintEvaluations(keras.callbacks.Callback):
               flush=True)
 
 
-def teacher_for(env_id: str, setup: Setup, out: str) -> tuple[keras.Model, dict]:
+def teacher_for(env_id: str, setup: Setup, out: str,
+                name: str | None = None) -> tuple[keras.Model, dict]:
     """Loads the cached teacher folder or trains one; returns it and its ``teacher.json``.
 
-    The cache is keyed by env and layer sizes; a cached teacher trained with
-    other DQN settings is an error (delete its folder to retrain).
+    The cache is keyed by env and layer sizes (or ``name``); a cached teacher
+    trained with other DQN settings is an error (delete its folder to retrain).
     """
     config = setup.teacher_dqn
     units = "x".join(map(str, config.hidden_units))
-    folder = os.path.join(out, "teachers", f"{env_id}-{units}")
+    name = name or f"{env_id}-{units}"
+    folder = os.path.join(out, "teachers", name)
     if os.path.exists(os.path.join(folder, "teacher.json")):
         teacher, description = load_dqn_teacher(folder)
         saved, wanted = dict(description["config"]), config.as_dict()
@@ -182,7 +184,7 @@ def teacher_for(env_id: str, setup: Setup, out: str) -> tuple[keras.Model, dict]
                         name="teacher")
     print(f"teacher: training {env_id} ({count_params(teacher):,} params, "
           f"{config.total_env_steps:,} env steps)", flush=True)
-    checkpoint_dir = os.path.join(out, "teachers", f".{env_id}-{units}.checkpoints")
+    checkpoint_dir = os.path.join(out, "teachers", f".{name}.checkpoints")
     history = train_dqn(teacher, dataclasses.replace(
         config, checkpoint_dir=checkpoint_dir, callbacks=[_PrintEvaluations("teacher")]),
         out_dir=folder)

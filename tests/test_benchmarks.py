@@ -73,3 +73,17 @@ def test_kernel_smoke(tmp_path):
     result = _strict_load(out)
     assert [(row["batch"], row["actions"]) for row in result["rows"]] == [(256, 4)]
     assert "tfkd cpp (TF op)" in stdout
+
+
+def test_multitask_smoke(tmp_path):
+    out = tmp_path / "results"
+    stdout = run_benchmark("multitask.py", "--smoke", "--out", out, cwd=tmp_path)
+    multitask = _strict_load(out / "multitask" / "multitask.json")
+    assert [(e["method"], e["env"]) for e in multitask["summary"]] == [
+        ("multi-task student", "CartPole-v1"), ("multi-task student", "Acrobot-v1")]
+    for entry in multitask["summary"]:
+        assert entry["params"] * 10 <= sum(e["teacher_params"] for e in multitask["summary"])
+    multiteacher = _strict_load(out / "multitask" / "multiteacher.json")
+    methods = [entry["method"] for entry in multiteacher["summary"]]
+    assert "student of ensemble (mean)" in methods and "student of teacher 2" in methods
+    assert "| CartPole-v1 | student of ensemble (most_confident) |" in stdout
