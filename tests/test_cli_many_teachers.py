@@ -75,3 +75,23 @@ def test_mixed_teacher_envs_are_one_line_errors(keras_teachers, capsys):
     code = cli.main(["distill", "--env", "CartPole-v1", "--teacher", str(keras_teachers["cartpole_a"]),
                      "--teacher", str(keras_teachers["acrobot"]), "--quiet"])
     _assert_one_line_error(code, capsys.readouterr().err, "takes observations")
+
+
+def test_a_minatar_teacher_is_trained_and_distilled(tmp_path):
+    teacher = tmp_path / "teacher"
+    run = run_tfkd("train-teacher", "--env", "MinAtar/Breakout-v1", "--backend", "keras",
+                   "--steps", 300, "--eval-episodes", 1, "--select-episodes", 1, "--out",
+                   teacher, "--quiet")
+    assert run.returncode == 0, run.stderr
+    run = run_tfkd("distill", "--teacher", teacher, "--out", tmp_path / "student", "--steps",
+                   200, "--steps-per-round", 100, "--train-steps-per-round", 10,
+                   "--select-episodes", 1, "--eval-episodes", 2, "--quiet")
+    assert run.returncode == 0, run.stderr
+    results = _strict_load(tmp_path / "student" / "results.json")
+    assert results["env"] == "MinAtar/Breakout-v1"
+    assert 7 * results["student"]["params"] < results["teacher"]["params"]
+
+
+def test_minatar_needs_the_keras_backend(capsys):
+    code = cli.main(["train-teacher", "--env", "MinAtar/Breakout-v1", "--steps", "100"])
+    _assert_one_line_error(code, capsys.readouterr().err, "--backend keras")

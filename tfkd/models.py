@@ -20,9 +20,14 @@ __all__ = [
     "ATARI_STUDENT_DENSE_UNITS",
     "ATARI_STUDENT_FILTERS",
     "ATARI_TEACHER_DENSE_UNITS",
+    "MINATAR_FILTERS",
+    "MINATAR_STUDENT_DENSE_UNITS",
+    "MINATAR_STUDENT_FILTERS",
+    "MINATAR_TEACHER_DENSE_UNITS",
     "NATURE_CNN_FILTERS",
     "STUDENT_HIDDEN_UNITS",
     "TEACHER_HIDDEN_UNITS",
+    "build_minatar_cnn",
     "build_mlp",
     "build_multi_task_student",
     "build_nature_cnn",
@@ -36,12 +41,18 @@ __all__ = [
 # Default architectures. Vector observations: an MLP teacher and a student
 # about 1/70 of its size. Atari: the Nature CNN teacher (Mnih et al. 2015)
 # and a student with half its filters and a quarter of its dense units.
+# Other frames (MinAtar): the MinAtar network, and a smaller one.
 TEACHER_HIDDEN_UNITS = (256, 256)
 STUDENT_HIDDEN_UNITS = (32,)
 NATURE_CNN_FILTERS = (32, 64, 64)
 ATARI_TEACHER_DENSE_UNITS = 512
 ATARI_STUDENT_FILTERS = (16, 32, 32)
 ATARI_STUDENT_DENSE_UNITS = 128
+# MinAtar (Young & Tian 2019): their network for the teacher, a student about 1/8 of it.
+MINATAR_FILTERS = 16
+MINATAR_TEACHER_DENSE_UNITS = 128
+MINATAR_STUDENT_FILTERS = 8
+MINATAR_STUDENT_DENSE_UNITS = 32
 
 
 def build_mlp(observation_shape, num_actions, hidden_units=(64, 64), activation="relu",
@@ -116,39 +127,80 @@ def build_nature_cnn(num_actions, observation_shape=(84, 84, 4), filters=NATURE_
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_teacher(observation_shape, num_actions, atari: bool,
-                  hidden_units: Sequence[int] | None = None, name="teacher") -> keras.Model:
-    """tfkd's default Keras teacher: an MLP, or the Nature CNN for Atari.
+def build_minatar_cnn(observation_shape, num_actions, filters=MINATAR_FILTERS,
+                      dense_units=MINATAR_TEACHER_DENSE_UNITS, name="minatar_cnn") -> keras.Model:
+    """The MinAtar network (Young & Tian 2019, "MinAtar: An Atari-Inspired Testbed").
+
+    One 3x3 convolution (stride 1, ReLU), a dense layer and a linear output,
+    for small boolean frames (MinAtar's 10x10xC, C differing by game). The
+    model casts the frames to float itself. Layers are named ``conv_0``,
+    ``hidden`` and ``logits``.
 
     Args:
-        observation_shape: shape of one observation, e.g. ``(4,)`` or ``(84, 84, 4)``.
+        observation_shape: height x width x channels.
+        num_actions: number of Q-values / logits.
+        filters: the convolution's filters.
+        dense_units: width of the dense layer.
+        name: the model's name.
+    """
+    _check_positive("num_actions", num_actions)
+    _check_positive("filters", filters)
+    _check_positive("dense_units", dense_units)
+    if len(observation_shape) != 3:
+        raise ValueError(f"the MinAtar network takes frames [height, width, channels], got "
+                         f"{tuple(observation_shape)}")
+    inputs = keras.Input(shape=tuple(observation_shape), name="frames")
+    h = keras.layers.Conv2D(filters, 3, activation="relu", name="conv_0")(
+        keras.ops.cast(inputs, "float32"))
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(dense_units, activation="relu", name="hidden")(h)
+    outputs = keras.layers.Dense(num_actions, name="logits", dtype=_float32_if_mixed())(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_teacher(observation_shape, num_actions, atari: bool,
+                  hidden_units: Sequence[int] | None = None, name="teacher") -> keras.Model:
+    """tfkd's default Keras teacher: an MLP, the Nature CNN for Atari, the
+    MinAtar network for other frames.
+
+    Args:
+        observation_shape: shape of one observation, e.g. ``(4,)``,
+            ``(84, 84, 4)`` or MinAtar's ``(10, 10, 4)``.
         num_actions: number of Q-values / logits.
         atari: build the Nature CNN (:func:`build_nature_cnn`, its default
-            sizes) for stacked uint8 frames instead of an MLP.
+            sizes) for stacked uint8 frames. Frames without ``atari`` get
+            :func:`build_minatar_cnn` (:data:`MINATAR_FILTERS`).
         hidden_units: the MLP's hidden layers (default
-            :data:`TEACHER_HIDDEN_UNITS`); Atari: one value, the dense layer's
-            width (default :data:`ATARI_TEACHER_DENSE_UNITS`).
+            :data:`TEACHER_HIDDEN_UNITS`); frames: one value, the dense layer's
+            width (default :data:`ATARI_TEACHER_DENSE_UNITS` for Atari,
+            :data:`MINATAR_TEACHER_DENSE_UNITS` otherwise).
         name: the model's name.
     """
     return _build_default(observation_shape, num_actions, atari, hidden_units, name,
-                          TEACHER_HIDDEN_UNITS, NATURE_CNN_FILTERS, ATARI_TEACHER_DENSE_UNITS)
+                          TEACHER_HIDDEN_UNITS, NATURE_CNN_FILTERS, ATARI_TEACHER_DENSE_UNITS,
+                          MINATAR_FILTERS, MINATAR_TEACHER_DENSE_UNITS)
 
 
 def build_student(observation_shape, num_actions, atari: bool,
                   hidden_units: Sequence[int] | None = None, name="student") -> keras.Model:
-    """tfkd's default student: a small MLP, or a small Nature CNN for Atari.
+    """tfkd's default student: a small MLP, a small Nature CNN for Atari, a
+    small MinAtar network for other frames.
 
     Args:
         observation_shape: shape of one observation.
         num_actions: number of logits.
-        atari: a Nature CNN with :data:`ATARI_STUDENT_FILTERS` instead of an MLP.
+        atari: a Nature CNN with :data:`ATARI_STUDENT_FILTERS`. Frames without
+            ``atari`` get :func:`build_minatar_cnn` with
+            :data:`MINATAR_STUDENT_FILTERS`.
         hidden_units: the MLP's hidden layers (default
-            :data:`STUDENT_HIDDEN_UNITS`); Atari: one value, the dense layer's
-            width (default :data:`ATARI_STUDENT_DENSE_UNITS`).
+            :data:`STUDENT_HIDDEN_UNITS`); frames: one value, the dense layer's
+            width (default :data:`ATARI_STUDENT_DENSE_UNITS` for Atari,
+            :data:`MINATAR_STUDENT_DENSE_UNITS` otherwise).
         name: the model's name.
     """
     return _build_default(observation_shape, num_actions, atari, hidden_units, name,
-                          STUDENT_HIDDEN_UNITS, ATARI_STUDENT_FILTERS, ATARI_STUDENT_DENSE_UNITS)
+                          STUDENT_HIDDEN_UNITS, ATARI_STUDENT_FILTERS, ATARI_STUDENT_DENSE_UNITS,
+                          MINATAR_STUDENT_FILTERS, MINATAR_STUDENT_DENSE_UNITS)
 
 
 def build_multi_task_student(tasks: Mapping[str, tuple[Sequence[int], int]], trunk_units=(64, 64),
@@ -244,10 +296,14 @@ def task_model(model: keras.Model, env_id: str) -> keras.Model:
 
 
 def _build_default(observation_shape, num_actions, atari, hidden_units, name, mlp_hidden,
-                   cnn_filters, cnn_dense_units) -> keras.Model:
+                   cnn_filters, cnn_dense_units, minatar_filters, minatar_dense_units
+                   ) -> keras.Model:
     if atari:
         return build_nature_cnn(num_actions, observation_shape, cnn_filters,
                                 _atari_dense_units(hidden_units, cnn_dense_units), name=name)
+    if len(observation_shape) == 3:  # small frames that are not Atari's: MinAtar
+        return build_minatar_cnn(observation_shape, num_actions, minatar_filters,
+                                 _atari_dense_units(hidden_units, minatar_dense_units), name=name)
     hidden = mlp_hidden if hidden_units is None else tuple(hidden_units)
     return build_mlp(observation_shape, num_actions, hidden_units=hidden, name=name)
 

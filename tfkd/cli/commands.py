@@ -25,8 +25,9 @@ from tfkd.cli.output import CliError, OutputDir
 from tfkd.cli.report import Row
 from tfkd import losses as tfkd_losses
 from tfkd.distillation import TeacherEnsemble
-from tfkd.models import (build_multi_task_student, build_student, build_teacher, count_params,
-                         task_model)
+from tfkd.models import (ATARI_TEACHER_DENSE_UNITS, MINATAR_TEACHER_DENSE_UNITS,
+                         TEACHER_HIDDEN_UNITS, build_multi_task_student, build_student,
+                         build_teacher, count_params, task_model)
 from tfkd.rl.loops import (DistillConfig, MultiTaskHistory, distill_multi_task,
                            distill_student_driven, distill_teacher_driven)
 from tfkd.rl import teacher_io
@@ -35,7 +36,7 @@ from tfkd.rl.dqn import LOG_KEYS as DQN_LOG_KEYS
 from tfkd.rl.dqn import DQNConfig, train_dqn
 from tfkd.rl.dqn import load_dqn_teacher as load_keras_dqn_teacher
 from tfkd.rl.dqn import save_dqn_teacher as save_keras_dqn_teacher
-from tfkd.rl.envs import env_spec, is_atari, make_atari_env, make_env
+from tfkd.rl.envs import env_spec, is_atari, is_minatar, make_atari_env, make_env
 from tfkd.rl.evaluation import (compare_policies, evaluate_policy, held_out_seeds,
                                 normalized_score, random_policy)
 from tfkd.rl.seeding import seed_everything
@@ -175,7 +176,7 @@ def _dqn_config(args: argparse.Namespace) -> DQNConfig:
     learning_starts = min(1_000, max(steps // 2, 64))
     config = DQNConfig(
         env_id=args.env, total_env_steps=steps, learning_starts=learning_starts,
-        hidden_units=args.hidden or ((512,) if atari else (256, 256)),
+        hidden_units=args.hidden or _teacher_hidden_units(args.env),
         buffer_capacity=20_000 if atari else 50_000,  # 84x84x4 frames, stored twice: ~1.1 GB
         batch_size=128, learning_rate=1e-4 if atari else 1e-3, train_every=16,
         gradient_steps=8, target_update_every=500, epsilon_final=0.02,
@@ -185,9 +186,22 @@ def _dqn_config(args: argparse.Namespace) -> DQNConfig:
         checkpoint_dir=args.checkpoint_dir, tensorboard_dir=args.tensorboard,
         callbacks=[RoundCSVLogger(args.csv, keys=DQN_LOG_KEYS, index_name="evaluation")]
         if args.csv else ())
-    if atari and args.backend == "keras" and len(config.hidden_units) != 1:
-        raise CliError("an Atari teacher takes one --hidden width (the Nature CNN's dense layer).")
+    if is_minatar(args.env) and args.backend != "keras":
+        raise CliError("MinAtar teachers are trained by tfkd's Keras DQN: add --backend keras.")
+    if (atari or is_minatar(args.env)) and args.backend == "keras" \
+            and len(config.hidden_units) != 1:
+        raise CliError("a CNN teacher (Atari, MinAtar) takes one --hidden width (its dense "
+                       "layer).")
     return config
+
+
+def _teacher_hidden_units(env_id: str) -> tuple[int, ...]:
+    """The teacher's default: the dense width of a CNN (Atari, MinAtar), or the MLP's layers."""
+    if is_atari(env_id):
+        return (ATARI_TEACHER_DENSE_UNITS,)
+    if is_minatar(env_id):
+        return (MINATAR_TEACHER_DENSE_UNITS,)
+    return TEACHER_HIDDEN_UNITS
 
 
 def _check_finite(network) -> None:
@@ -451,10 +465,10 @@ def _env_spec(env_id: str):
         raise CliError(str(error)) from None
     finally:
         env.close()
-    if not is_atari(env_id) and len(spec.observation_shape) != 1:
+    if not (is_atari(env_id) or is_minatar(env_id)) and len(spec.observation_shape) != 1:
         raise CliError(
             f"{env_id} has observations of shape {spec.observation_shape}; the MLP path needs "
-            "vector observations (Atari ids, ALE/..., get the CNN).")
+            "vector observations (Atari ids, ALE/..., and MinAtar ids, MinAtar/..., get a CNN).")
     return spec
 
 

@@ -1,8 +1,9 @@
 """Gymnasium environments for distillation: creation, vectorisation, specs.
 
 Only discrete action spaces are supported: a teacher's outputs are one logit
-or Q-value per action; observations are vectors, or stacked frames for Atari
-(``ALE/...`` ids, :func:`is_atari`). Every function raises a clear one-line
+or Q-value per action; observations are vectors, stacked frames for Atari
+(``ALE/...`` ids, :func:`is_atari`) or MinAtar's small boolean frames
+(``MinAtar/...`` ids, :func:`is_minatar`; Young & Tian 2019). Every function raises a clear one-line
 ``ValueError`` on an environment tfkd cannot distil (:func:`check_discrete`).
 """
 
@@ -15,6 +16,10 @@ import gymnasium as gym
 import numpy as np
 
 ATARI_PREFIX = "ALE/"
+MINATAR_PREFIX = "MinAtar/"
+# MinAtar registers no time limit; a cap keeps one endless episode (a good
+# Breakout player) from stalling an evaluation.
+MINATAR_MAX_EPISODE_STEPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,11 @@ class EnvSpec:
 def is_atari(env_id: str) -> bool:
     """Whether ``env_id`` is an Atari game (``ALE/...``): frame preprocessing and a CNN."""
     return env_id.startswith(ATARI_PREFIX)
+
+
+def is_minatar(env_id: str) -> bool:
+    """Whether ``env_id`` is a MinAtar game (``MinAtar/...``): 10x10xC boolean frames."""
+    return env_id.startswith(MINATAR_PREFIX)
 
 
 def check_discrete(
@@ -91,8 +101,7 @@ def _check_observation_space(space: gym.Space, env_id: str, allow_images: bool) 
         hint = (
             ""
             if allow_images
-            else "; image observations need the Atari path (frame preprocessing and a CNN): "
-            "use an ALE/... id"
+            else "; image observations need a CNN: use an ALE/... or MinAtar/... id"
         )
         raise ValueError(
             f"{env_id} has observations of shape {space.shape}; tfkd needs {kind}{hint}."
@@ -129,6 +138,9 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
         import ale_py  # optional dependency, needed for ALE/ ids only
 
         gym.register_envs(ale_py)
+    if is_minatar(env_id):
+        _register_minatar()
+        kwargs.setdefault("max_episode_steps", MINATAR_MAX_EPISODE_STEPS)
     env = gym.make(env_id, **kwargs)
     try:
         check_discrete(env.action_space, env_id, env.observation_space)
@@ -138,6 +150,16 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
     if seed is not None:
         env.action_space.seed(seed)
     return env
+
+
+def _register_minatar() -> None:
+    try:
+        import minatar.gym  # optional dependency, needed for MinAtar/ ids only
+    except ImportError:
+        raise ImportError('MinAtar ids need the minatar package: pip install "tfkd[minatar]"'
+                          ) from None
+    if MINATAR_PREFIX + "Breakout-v1" not in gym.registry:
+        minatar.gym.register_envs()  # importing it registers nothing
 
 
 def make_vector_env(
