@@ -54,6 +54,15 @@ def test_teachers_of_two_envs_give_one_multi_task_student(tmp_path):
     student = keras.saving.load_model(tmp_path / "student" / "student.keras", safe_mode=True)
     assert task_names(student) == ["CartPole-v1", "Acrobot-v1"]
 
+    # `evaluate` takes the multi-task student's network for the teacher's env
+    run = run_tfkd("evaluate", "--teacher", tmp_path / "Acrobot-v1", "--student",
+                   tmp_path / "student" / "student.keras", "--eval-episodes", 2, "--out",
+                   tmp_path / "evaluation")
+    assert run.returncode == 0, run.stderr
+    evaluation = _strict_load(tmp_path / "evaluation" / "results.json")
+    assert evaluation["env"] == "Acrobot-v1"
+    assert evaluation["student"]["params"] == results["tasks"]["Acrobot-v1"]["student"]["params"]
+
 
 def test_teachers_of_one_env_are_distilled_as_one(keras_teachers, tmp_path):
     combination = "most_confident"  # (both combinations: tests/distillation/test_ensemble.py)

@@ -105,6 +105,8 @@ def evaluate(args: argparse.Namespace, out: OutputDir | None) -> int:
         agreement = None
     else:
         student = load_keras_model(args.student, "student")
+        if len(student.inputs) > 1:  # a multi-task student: its network for the teacher's env
+            student = _library_call(task_model, student, env_id)
         _check_fits(student, spec, f"the student {args.student!r}")
         comparison = compare_policies(env_id, teacher, student, eval_seeds)
         rows, random, agreement = _comparison_rows(comparison), comparison.random, \
