@@ -72,7 +72,7 @@ def test_adapter_rejects_continuous_actions_and_images():
         agents.GymnasiumEnvironment("Pendulum-v1")
     image_env = gym.make("CartPole-v1")
     image_env.observation_space = gym.spaces.Box(0, 255, (84, 84, 3), np.uint8)
-    with pytest.raises(ValueError, match="Atari path"):
+    with pytest.raises(ValueError, match="image observations need a CNN"):
         agents.GymnasiumEnvironment(image_env)
 
 

@@ -65,7 +65,7 @@ def check_discrete(
         action_space: the (single) action space.
         env_id: named in the error messages.
         observation_space: the (single) observation space; not checked if None.
-        allow_images: accept rank-3 observations (the Atari path); False for
+        allow_images: accept rank-3 observations (the CNN paths); False for
             the MLP-only paths.
 
     Raises:
