@@ -73,3 +73,17 @@ def test_kernel_smoke(tmp_path):
     result = _strict_load(out)
     assert [(row["batch"], row["actions"]) for row in result["rows"]] == [(256, 4)]
     assert "tfkd cpp (TF op)" in stdout
+
+
+def test_serve_smoke(tmp_path):
+    out = tmp_path / "serve.json"
+    cache = pathlib.Path(os.environ.get("TFKD_WRK_CACHE", pathlib.Path.home() / ".cache" / "tfkd"
+                                        / "wrk"))
+    stdout = run_benchmark("serve.py", "--smoke", "--cache", cache, "--out", out, cwd=tmp_path)
+    result = _strict_load(out)
+    assert [row["configuration"] for row in result["rows"]] == [
+        "batched", "unbatched", "asyncio + h11", "2 workers"]
+    for row in result["rows"]:
+        assert row["requests"] > 0 and row["errors"] == 0 and row["exit_status"] == 0, row
+    assert result["rows"][1]["mean_batch_rows"] == 1.0  # --max-batch 1
+    assert "| batched |" in stdout
