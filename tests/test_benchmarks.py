@@ -77,9 +77,7 @@ def test_kernel_smoke(tmp_path):
 
 def test_serve_smoke(tmp_path):
     out = tmp_path / "serve.json"
-    cache = pathlib.Path(os.environ.get("TFKD_WRK_CACHE", pathlib.Path.home() / ".cache" / "tfkd"
-                                        / "wrk"))
-    stdout = run_benchmark("serve.py", "--smoke", "--cache", cache, "--out", out, cwd=tmp_path)
+    stdout = run_benchmark("serve.py", "--smoke", "--out", out, cwd=tmp_path)  # installs wrk
     result = _strict_load(out)
     assert [row["configuration"] for row in result["rows"]] == [
         "batched", "unbatched", "asyncio + h11", "2 workers"]
