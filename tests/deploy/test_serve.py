@@ -64,6 +64,14 @@ def _check_answers(results, references: dict[str, str]):
     return by_version
 
 
+def _publish(source, target):
+    """Version ``source`` into ``target``: the artefact first, export.json last, by renames."""
+    for name in ("student.tflite", "export.json"):
+        staged = target / f".{name}.new"
+        staged.write_bytes((source / name).read_bytes())
+        os.replace(staged, target / name)
+
+
 def _metric(text: str, name: str) -> list[float]:
     return [float(value) for value in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)]
 
@@ -178,12 +186,9 @@ def test_fuzzed_bodies_get_4xx_and_the_server_lives(server):
 def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(model_copy, export_v2,
                                                                           export_v1):
     with running(model_copy, "--poll-seconds", "0.1") as server:
-        async def publish_v2():  # the artefact first, export.json last, each by a rename
+        async def publish_v2():
             await asyncio.sleep(0.8)
-            for name in ("student.tflite", "export.json"):
-                staged = model_copy / f".{name}.new"
-                staged.write_bytes((export_v2 / name).read_bytes())
-                os.replace(staged, model_copy / name)
+            _publish(export_v2, model_copy)
 
         results = asyncio.run(_hammer(server.url, seconds=2.5, connections=32,
                                       during=publish_v2))
@@ -242,17 +247,25 @@ def test_sigterm_answers_every_queued_request_and_exits_0(export_v1):
     assert time.monotonic() - start < 20
 
 
-def test_two_workers_answer_and_report_metrics_per_worker(export_v1):
-    with running(export_v1, "--workers", "2") as server:
+def test_two_workers_answer_report_metrics_per_worker_and_both_reload(model_copy, export_v1,
+                                                                      export_v2):
+    with running(model_copy, "--workers", "2", "--poll-seconds", "0.2") as server:
         results = asyncio.run(_hammer(server.url, seconds=1.0, connections=16))
         time.sleep(1.2)  # each worker publishes its numbers once a second
         metrics = httpx.get(server.url + "/metrics").text
+        _publish(export_v2, model_copy)
+        time.sleep(2.0)  # a poll, a load and a publication later
+        after = httpx.get(server.url + "/metrics").text
+        answers = asyncio.run(_hammer(server.url, seconds=0.5, connections=8))
     _check_answers(results, {"1": export_v1})
     workers = set(re.findall(r'tfkd_model_info\{worker="(\d+)",version="1"\} 1', metrics))
     assert len(workers) == 2, metrics
     answered = sum(_metric(metrics, r'tfkd_requests_total\{worker="\d+",endpoint="/v1/act",'
                                     r'code="200"\}'))
     assert answered == len(results)
+    reloaded = set(re.findall(r'tfkd_model_info\{worker="(\d+)",version="2"\} 1', after))
+    assert reloaded == workers, after
+    assert set(_check_answers(answers, {"2": export_v2})) == {"2"}
 
 
 @pytest.mark.parametrize("flags, message", [
