@@ -279,3 +279,23 @@ def test_serve_refuses_bad_flags_in_one_line(flags, message, tmp_path):
                          timeout=60)
     assert run.returncode == 2 and message in run.stderr, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_serve_help_documents_every_flag():
+    run = subprocess.run([sys.executable, "-m", "tfkd.cli", "serve", "--help"],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO),
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    from tfkd import cli
+
+    parser = cli.build_parser()._subparsers._group_actions[0].choices["serve"]
+    for action in parser._actions:
+        assert action.help, f"serve: {action.option_strings} has no help"
+        assert action.option_strings[0] in run.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/PID/maps")
+def test_a_tflite_server_never_loads_tensorflow(server):
+    maps = open(f"/proc/{server.process.pid}/maps").read()
+    assert "liblitert.so" in maps  # the LiteRT runtime answers
+    assert "libtensorflow_framework.so" not in maps
