@@ -297,5 +297,5 @@ def test_serve_help_documents_every_flag():
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/PID/maps")
 def test_a_tflite_server_never_loads_tensorflow(server):
     maps = open(f"/proc/{server.process.pid}/maps").read()
-    assert "liblitert.so" in maps  # the LiteRT runtime answers
+    assert "_pywrap_litert_interpreter_wrapper.so" in maps  # the LiteRT runtime answers
     assert "libtensorflow_framework.so" not in maps
