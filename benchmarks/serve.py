@@ -1,16 +1,18 @@
 """Benchmark: the HTTP policy service under a real load generator (wrk).
 
-Four configurations of ``tfkd serve`` answer the same single-observation
+Six configurations of ``tfkd serve`` answer the same single-observation
 ``POST /v1/act`` at the same number of concurrent connections, on loopback,
 with the server and the generator on the same cores:
 
-- batched: the default (micro-batches of up to 64 rows, 2 ms wait),
-  uvloop and httptools;
+- batched: the default (TFLite on LiteRT, micro-batches of up to 64 rows,
+  2 ms wait), uvloop and httptools;
 - unbatched: ``--max-batch 1``, one model run per request;
 - asyncio + h11: batched, on uvicorn's pure-Python loop and parser;
-- 2 workers: batched, ``--workers 2``.
+- 2 workers: batched, ``--workers 2``;
+- savedmodel, batched / unbatched: the SavedModel through TensorFlow, whose
+  call costs far more than a LiteRT one: where micro-batching matters.
 
-All four servers run at once (idle ones cost nothing) and the wrk runs are
+All the servers run at once (idle ones cost nothing) and the wrk runs are
 interleaved, in a new random order each round, so a change in the machine's
 load touches all alike. The table gives the median over the rounds of
 requests/s, p50 and p99 latency, with the spread (min to max) of requests/s,
@@ -54,6 +56,8 @@ CONFIGS = {
     "unbatched": ["--max-batch", "1"],
     "asyncio + h11": ["--loop", "asyncio", "--http", "h11"],
     "2 workers": ["--workers", "2"],
+    "savedmodel, batched": ["--format", "savedmodel"],
+    "savedmodel, unbatched": ["--format", "savedmodel", "--max-batch", "1"],
 }
 BODY = '{"observations": [[0.01, -0.02, 0.03, 0.04]]}'
 WRK_SCRIPT = """
@@ -95,7 +99,9 @@ def install_wrk(cache: Path) -> tuple[str, dict]:
 
 
 def demo_export(folder: Path, seed: int) -> Path:
-    """tfkd's default CartPole student, freshly initialised, as student.tflite + export.json."""
+    """tfkd's default CartPole student, freshly initialised, in tfkd.deploy's layout:
+    student.tflite, saved_model/1/ (signature serving_default) and export.json."""
+    import keras
     import tensorflow as tf
 
     from tfkd import files
@@ -107,6 +113,16 @@ def demo_export(folder: Path, seed: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "student.tflite").write_bytes(
         tf.lite.TFLiteConverter.from_keras_model(student).convert())
+    archive = keras.export.ExportArchive()
+    archive.track(student)
+
+    def serve(observations):
+        logits = student(observations, training=False)
+        return {"action": tf.argmax(logits, axis=-1), "logits": logits}
+
+    archive.add_endpoint("serving_default", serve, input_signature=[
+        tf.TensorSpec([None, 4], tf.float32, name="observations")])
+    archive.write_out(str(folder / "saved_model" / "1"), verbose=False)
     files.write_json(folder / "export.json", {
         "env_id": "CartPole-v1", "observation_shape": [4], "observation_dtype": "float32",
         "num_actions": 2, "version": 1})
@@ -249,23 +265,27 @@ def main(argv=None) -> None:
             "requests": sum(run["requests"] for run in runs[name]),
             "mean_batch_rows": round(batch_rows[name], 2), "exit_status": exits[name],
             "runs": runs[name]})
-    unbatched = rows[1]["requests_per_s"]
+    by_name = {row["configuration"]: row for row in rows}
+    for row in rows:  # against one model run per request, same format
+        base = "savedmodel, unbatched" if row["configuration"].startswith("savedmodel") else \
+            "unbatched"
+        row["x_unbatched"] = row["requests_per_s"] / by_name[base]["requests_per_s"]
     print(f"\n{args.connections} connections, single-observation POST /v1/act, {args.rounds} "
           f"rounds of {args.seconds} s, wrk -t{args.threads}; server and wrk on the same "
           f"{os.cpu_count()} cores; load average {load_before} before, {load_after} after\n")
     print("| configuration | requests/s (median) | min – max | p50 ms | p99 ms | errors "
-          "| rows per model run | × unbatched |")
+          "| rows per model run | × unbatched, same format |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['configuration']} | {row['requests_per_s']:,.0f} | "
               f"{row['requests_per_s_min']:,.0f} – {row['requests_per_s_max']:,.0f} | "
               f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} | "
-              f"{row['mean_batch_rows']:.1f} | {row['requests_per_s'] / unbatched:.2f} |")
+              f"{row['mean_batch_rows']:.1f} | {row['x_unbatched']:.2f} |")
     files.write_json(args.out, {
         "connections": args.connections, "threads": args.threads, "seconds": args.seconds,
         "rounds": args.rounds, "cpu_count": os.cpu_count(), "load_average_before": load_before,
         "load_average_after": load_after, "model": str(args.model) if args.model else
-        "demo: tfkd.models.build_student((4,), 2), TFLite", "rows": rows})
+        "demo: tfkd.models.build_student((4,), 2), TFLite and SavedModel", "rows": rows})
     print(f"\nresults: {args.out}")
 
 
