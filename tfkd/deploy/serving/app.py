@@ -143,8 +143,9 @@ def create_app(config: ServeConfig) -> Starlette:
     store = ModelStore(config.model_dir, config.format)
     stats = metrics_lib.Metrics(worker=os.getpid())
     stats.version = store.current.version
-    # A TFLite run of a small student takes microseconds: it runs on the event
-    # loop. SavedModel and Keras calls take a millisecond or more: a thread.
+    # A LiteRT run of a small student takes tens of microseconds: it runs on
+    # the event loop. SavedModel and Keras calls take up to a millisecond
+    # through TensorFlow: a thread, so the loop keeps reading requests.
     threaded = config.format in ("savedmodel", "keras")
 
     async def run(observations):
@@ -171,6 +172,8 @@ def create_app(config: ServeConfig) -> Starlette:
                               "model_version": version})
         except BadRequest as error:
             response = _error(error.status, str(error))
+            if error.status == 413:  # the rest of the body is not read: no reuse
+                response.headers["connection"] = "close"
         except ClientDisconnect:  # nobody to answer; counted as nginx does
             response = _error(499, "the client closed the connection")
         except Exception as error:  # the model failed: the one 500
@@ -210,7 +213,11 @@ def create_app(config: ServeConfig) -> Starlette:
     async def poll():
         while True:
             await asyncio.sleep(config.poll_seconds)
-            await store.refresh()
+            try:
+                await store.refresh()
+            except Exception:  # e.g. DIR removed: say so, keep serving, look again
+                log.exception("tfkd serve: checking %s for a new version failed",
+                              config.model_dir)
             _sync_model_stats()
 
     async def publish():
