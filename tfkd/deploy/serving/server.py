@@ -60,6 +60,10 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
             # stays: a second SIGTERM while the process exits asks for what is
             # already happening.
             signal.signal(signal.SIGTERM, lambda *_: None)
+        # Idle connections are kept 75 s (uvicorn's default is 5 s): longer than
+        # client pools keep theirs (httpx 5 s, aiohttp 15 s), so
+        # the client closes first and never sends on a connection the server
+        # is closing at that instant (a failed request, not retried).
         uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, loop=loop, http=http, access_log=False, backlog=2048,
-                    timeout_graceful_shutdown=30)
+                    timeout_keep_alive=75, timeout_graceful_shutdown=30)
