@@ -5,6 +5,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -197,6 +198,19 @@ def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(model_c
     assert set(by_version) == {"1", "2"}, set(by_version)
     assert _metric(metrics, "tfkd_model_reloads_total") == [1.0]
     assert re.search(r'tfkd_model_info\{worker="\d+",version="2"\} 1', metrics)
+
+
+def test_sighup_reloads_a_single_process_server(model_copy, export_v2):
+    with running(model_copy, "--poll-seconds", "0") as server:
+        _publish(export_v2, model_copy)
+        body = {"observations": [[0.1, 0.2, 0.3, 0.4]]}
+        assert httpx.post(server.url + "/v1/act", json=body).json()["model_version"] == "1"
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while httpx.get(server.url + "/readyz").json()["model_version"] != "2":
+            assert time.monotonic() < deadline, "no reload 10 s after SIGHUP"
+            time.sleep(0.05)
+        assert httpx.post(server.url + "/v1/act", json=body).json()["model_version"] == "2"
 
 
 @pytest.mark.slow  # the server loads TensorFlow: ~30 s on 2 shared cores

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 
 import numpy as np
@@ -226,6 +227,10 @@ def create_app(config: ServeConfig) -> Starlette:
             await asyncio.to_thread(stats.publish, config.metrics_dir)
             await asyncio.sleep(1.0)
 
+    async def sighup():
+        await store.refresh(force=True)
+        _sync_model_stats()
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         batcher.start()
@@ -234,6 +239,11 @@ def create_app(config: ServeConfig) -> Starlette:
             tasks.append(asyncio.create_task(poll()))
         if config.metrics_dir:
             tasks.append(asyncio.create_task(publish()))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # SIGHUP reloads, as daemons do (a process that is not uvicorn's
+            # supervisor; the supervisor answers SIGHUP by replacing its workers).
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: tasks.append(asyncio.create_task(sighup())))
         state["ready"] = True
         try:
             yield
