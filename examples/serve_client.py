@@ -16,7 +16,7 @@
    mean ± std, 95% CI, normalised score; request latency as the client saw
    it. ``results.json`` and ``student.keras`` go under ``--out``.
 
-    python examples/serve_client.py                       # about a minute
+    python examples/serve_client.py                       # 1.5 minutes on 2 busy cores
     python examples/serve_client.py --model runs/export   # an export folder of `tfkd export`
     python examples/serve_client.py --url http://127.0.0.1:8000 --env CartPole-v1
     python examples/serve_client.py --smoke               # seconds

@@ -200,6 +200,24 @@ def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(model_c
     assert re.search(r'tfkd_model_info\{worker="\d+",version="2"\} 1', metrics)
 
 
+def test_a_version_that_does_not_load_leaves_the_old_one_serving(model_copy):
+    with running(model_copy, "--poll-seconds", "0.1") as server:
+        staged = model_copy / ".student.tflite.new"
+        staged.write_bytes(b"not a flatbuffer" * 10)
+        os.replace(staged, model_copy / "student.tflite")
+        deadline = time.monotonic() + 10
+        while not _metric(httpx.get(server.url + "/metrics").text,
+                          "tfkd_model_reload_failures_total")[0]:
+            assert time.monotonic() < deadline, "the broken version was not tried in 10 s"
+            time.sleep(0.05)
+        time.sleep(0.5)  # five more polls: the same files are not tried again
+        answer = httpx.post(server.url + "/v1/act", json={"observations": [[0.0] * 4]})
+        metrics = httpx.get(server.url + "/metrics").text
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    assert _metric(metrics, "tfkd_model_reload_failures_total") == [1.0]
+    assert _metric(metrics, "tfkd_model_reloads_total") == [0.0]
+
+
 def test_sighup_reloads_a_single_process_server(model_copy, export_v2):
     with running(model_copy, "--poll-seconds", "0") as server:
         _publish(export_v2, model_copy)

@@ -117,12 +117,14 @@ class ModelStore:
         """Loads the folder's newest version if it changed (or ``force``); True if swapped.
 
         Never raises for a bad new version: it is logged, counted in
-        ``failed_reloads`` and the current model keeps serving.
+        ``failed_reloads`` and the current model keeps serving; the next try
+        comes when the folder changes again.
         """
         async with self._lock:  # one load at a time (a poll and POST /v1/reload may meet)
             fingerprint = self._stat()
             if fingerprint == self._fingerprint and not force:
                 return False
+            self._fingerprint = fingerprint  # a failed load is retried once the files change
             try:
                 served = await asyncio.to_thread(load, self.directory, self.format)
             except Exception as error:
@@ -130,7 +132,6 @@ class ModelStore:
                 log.error("tfkd serve: kept version %s; the new one did not load: %s",
                           self.current.version, error)
                 return False
-            self._fingerprint = fingerprint
             if served.version == self.current.version and not force:
                 return False
             self.current = served  # one assignment: the next batch runs the new version
