@@ -4,6 +4,7 @@
     tfkd distill --teacher runs/teacher --out runs/student
     tfkd evaluate --teacher runs/teacher --student runs/student/student.keras
     tfkd demo
+    tfkd serve --model runs/export --port 8000
 
 Teachers are TF-Agents DQN agents (``tfkd.agents``; the default) or plain
 Keras 3 DQNs (``--backend keras``, ``tfkd.rl.train_dqn``). ``--env`` takes any
@@ -45,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    if args.command == "serve":  # loads TensorFlow only if its --format needs it
+        from tfkd.cli.serving import serve
+
+        return serve(args)
     for flag in ("checkpoint_dir", "tensorboard"):
         if getattr(args, flag, None):
             check_writable_dir(getattr(args, flag), "--" + flag.replace("_", "-"))

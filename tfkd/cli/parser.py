@@ -171,7 +171,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--tensorboard", metavar="DIR",
                      help="log each distillation round to TensorBoard in DIR")
     sub.set_defaults(command="demo")
+
+    # ---- serve: the HTTP policy service (tfkd.deploy.serving)
+    sub = commands.add_parser("serve", help="serve an exported student over HTTP",
+                              description="Serve an exported student over HTTP: POST /v1/act "
+                              "{\"observations\": [[...], ...]} -> actions and logits; "
+                              "concurrent requests are micro-batched; a new version in --model "
+                              "is picked up while serving. See docs/serving.md.")
+    sub.add_argument("--model", required=True, metavar="DIR",
+                     help="export folder (from tfkd export)")
+    sub.add_argument("--format", choices=("tflite", "tflite-int8", "savedmodel", "keras"),
+                     default="tflite", help="which artefact of DIR to serve (default: "
+                     "%(default)s; savedmodel serves the highest saved_model/<version>/)")
+    sub.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default: %(default)s)")
+    sub.add_argument("--port", type=_int_at_least(0), default=8000,
+                     help="TCP port (default: %(default)s)")
+    sub.add_argument("--workers", type=positive_int, default=1,
+                     help="server processes sharing the port (default: %(default)s)")
+    sub.add_argument("--max-batch", type=positive_int, default=64,
+                     help="most observations per model run (default: %(default)s)")
+    sub.add_argument("--max-wait-ms", type=_non_negative_float, default=2.0,
+                     help="longest a request waits for others to share its model run "
+                          "(default: %(default)s)")
+    sub.add_argument("--max-body-bytes", type=positive_int, default=1 << 20,
+                     help="larger request bodies get 413 (default: %(default)s)")
+    sub.add_argument("--poll-seconds", type=_non_negative_float, default=1.0,
+                     help="how often DIR is checked for a new model version; 0: never "
+                          "(POST /v1/reload still works) (default: %(default)s)")
+    sub.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                     help="uvicorn's event loop; auto takes uvloop when it is installed "
+                          "(default: %(default)s)")
+    sub.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                     help="uvicorn's HTTP parser; auto takes httptools when it is installed "
+                          "(default: %(default)s)")
+    sub.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
+                     default="info", help="uvicorn's log level (default: %(default)s)")
+    sub.set_defaults(command="serve")
     return parser
+
+
+def _non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
 
 def _add_common(sub, env_default: str | None, out_help: str) -> None:

@@ -142,24 +142,32 @@ def _load_tflite(path: str, format: str) -> Artefact:
         raise ValueError(f"{path} is not a valid TFLite model ({type(error).__name__})") from None
     input_shape = tuple(int(d) for d in probe.get_input_details()[0]["shape"][1:])
     num_actions = int(probe.get_output_details()[0]["shape"][-1])
-    # One interpreter per batch size: resizing and re-allocating on every call
-    # would cost more than running this small a network.
+    # One interpreter per power-of-two batch size, the batch padded with zero
+    # rows up to it: resizing and re-allocating on every call would cost more
+    # than running this small a network, and one interpreter per distinct
+    # size would let a server's callers grow the cache without bound. Rows
+    # are independent in inference, so the padding changes no answer.
     interpreters: dict[int, Interpreter] = {}
 
     def logits(observations):
         batch = observations.shape[0]
-        interpreter = interpreters.get(batch)
+        size = 1 << max(batch - 1, 0).bit_length()
+        interpreter = interpreters.get(size)
         if interpreter is None:
             interpreter = Interpreter(model_content=content)
             interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
-                                            [batch, *input_shape])
+                                            [size, *input_shape])
             interpreter.allocate_tensors()
-            interpreters[batch] = interpreter
+            interpreters[size] = interpreter
+        if size != batch:
+            padded = np.zeros((size, *input_shape), observations.dtype)
+            padded[:batch] = observations
+            observations = padded
         input_detail = interpreter.get_input_details()[0]
         output_detail = interpreter.get_output_details()[0]
         interpreter.set_tensor(input_detail["index"], _quantize(observations, input_detail))
         interpreter.invoke()
-        return _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
+        return _dequantize(interpreter.get_tensor(output_detail["index"])[:batch], output_detail)
 
     return Artefact(format, path, logits, input_shape, num_actions)
 
