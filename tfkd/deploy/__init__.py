@@ -19,3 +19,14 @@ No artefact needs tfkd or its custom op to load. :mod:`tfkd.deploy.runtime`
 loads any of them behind one call, ``observations -> (actions, logits)``,
 for the report and the server.
 """
+
+__all__ = ["export"]
+
+
+def __getattr__(name: str):
+    # Lazy: the server imports tfkd.deploy.runtime, which must not load TensorFlow.
+    if name == "export":
+        from tfkd.deploy.exporter import export
+
+        return export
+    raise AttributeError(f"module 'tfkd.deploy' has no attribute {name!r}")
