@@ -421,14 +421,16 @@ def export(args: argparse.Namespace, out: OutputDir) -> int:
             variants[name] = _library_call(
                 compression.distill_compressed, teacher, student, args.env, seed=args.seed,
                 total_env_steps=args.finetune_steps, quantize=name == "qat",
-                sparsity=args.prune if name == "pruned" else None, progress=not args.quiet)
+                sparsity=args.prune if name == "pruned" else None,
+                per_channel=not args.per_tensor, progress=not args.quiet)
     with out.staging(last=REPORT_FILE) as folder:
         try:
             results = exporter.write_export(
                 student, args.env, folder, teacher, calibration=calibration, variants=variants,
                 seed=args.seed, eval_episodes=args.eval_episodes,
                 latency_repeats=args.latency_repeats, tf_agents_policy=not args.no_tf_agents,
-                teacher_path=args.teacher or "<none>", progress=None if args.quiet else print)
+                teacher_path=args.teacher or "<none>", per_channel=not args.per_tensor,
+                progress=None if args.quiet else print)
         except (ValueError, ImportError) as error:
             raise CliError(str(error).splitlines()[0]) from None
     deploy_report.print_table(args.env, results["formats"], results["random"])

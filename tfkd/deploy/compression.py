@@ -10,8 +10,9 @@ Quantisation-aware distillation (Jacob et al. 2018, "Quantization and
 Training of Neural Networks for Efficient Integer-Arithmetic-Only
 Inference"): the forward pass rounds what the int8 TFLite model will round,
 
-- weights per output channel, symmetric: ``s_j = max_i |W_ij| / 127``,
-  ``Ŵ_ij = s_j · clip(round(W_ij / s_j), −127, 127)`` (TFLite's int8 scheme);
+- weights symmetric per output channel, ``s_j = max_i |W_ij| / 127``,
+  ``Ŵ_ij = s_j · clip(round(W_ij / s_j), −127, 127)`` (TFLite's int8 scheme),
+  or with one scale per tensor when the export is per-tensor;
 - activations (the input, each hidden layer's output, the logits) per tensor
   on ``[min, max]`` ranges tracked as exponential moving averages of each
   batch's min and max, 256 levels;
@@ -46,8 +47,13 @@ ROUNDS = 10
 # ------------------------------------------------------------------ the maths
 
 
-def fake_quant_weights(kernel: tf.Tensor) -> tf.Tensor:
-    """Symmetric per-output-channel int8 fake quantisation of a ``[in, out]`` kernel."""
+def fake_quant_weights(kernel: tf.Tensor, per_channel: bool = True) -> tf.Tensor:
+    """Symmetric int8 fake quantisation of a ``[in, out]`` kernel, per output channel or
+    per tensor: ``s = max|W| / 127``, ``Ŵ = s · clip(round(W / s), −127, 127)``."""
+    if not per_channel:
+        bound = tf.maximum(tf.reduce_max(tf.abs(kernel)), 1e-8)
+        return tf.quantization.fake_quant_with_min_max_vars(kernel, -bound, bound, num_bits=8,
+                                                            narrow_range=True)
     bound = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=0), 1e-8)
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(
         kernel, -bound, bound, num_bits=8, narrow_range=True)
@@ -107,9 +113,10 @@ class ActivationQuantizer(keras.layers.Layer):
 class CompressedDense(keras.layers.Dense):
     """A Dense layer computing with ``fake_quant(W ⊙ M)``: a pruning mask and/or int8 weights."""
 
-    def __init__(self, units, quantize: bool = False, prune: bool = False, **kwargs):
+    def __init__(self, units, quantize: bool = False, prune: bool = False,
+                 per_channel: bool = True, **kwargs):
         super().__init__(units, **kwargs)
-        self.quantize, self.prune = quantize, prune
+        self.quantize, self.prune, self.per_channel = quantize, prune, per_channel
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -118,7 +125,7 @@ class CompressedDense(keras.layers.Dense):
 
     def effective_kernel(self):
         kernel = self.kernel * self.mask if self.prune else self.kernel
-        return fake_quant_weights(kernel) if self.quantize else kernel
+        return fake_quant_weights(kernel, self.per_channel) if self.quantize else kernel
 
     def call(self, inputs):
         outputs = tf.matmul(inputs, self.effective_kernel())
@@ -127,7 +134,8 @@ class CompressedDense(keras.layers.Dense):
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):
-        return {**super().get_config(), "quantize": self.quantize, "prune": self.prune}
+        return {**super().get_config(), "quantize": self.quantize, "prune": self.prune,
+                "per_channel": self.per_channel}
 
 
 class MagnitudePruning(keras.callbacks.Callback):
@@ -158,7 +166,8 @@ def _dense_layers(model: keras.Model) -> list:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
 
 
-def compressed_copy(student: keras.Model, quantize: bool, prune: bool) -> keras.Model:
+def compressed_copy(student: keras.Model, quantize: bool, prune: bool,
+                    per_channel: bool = True) -> keras.Model:
     """A copy of an MLP student whose Dense layers are :class:`CompressedDense`.
 
     With ``quantize``, activation quantisers follow the input and every layer.
@@ -178,7 +187,7 @@ def compressed_copy(student: keras.Model, quantize: bool, prune: bool) -> keras.
             h = keras.layers.Flatten(name=layer.name)(h)
             continue
         dense = CompressedDense(layer.units, quantize=quantize, prune=prune,
-                                activation=layer.activation, use_bias=layer.use_bias,
+                                per_channel=per_channel, activation=layer.activation, use_bias=layer.use_bias,
                                 name=layer.name)
         h = dense(h)
         dense.kernel.assign(layer.kernel)
@@ -208,8 +217,8 @@ def strip(model: keras.Model, like: keras.Model) -> keras.Model:
 
 def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int = 0,
                        total_env_steps: int = 20_000, quantize: bool = False,
-                       sparsity: float | None = None, learning_rate: float = 5e-4,
-                       progress: bool = True) -> keras.Model:
+                       sparsity: float | None = None, per_channel: bool = True,
+                       learning_rate: float = 5e-4, progress: bool = True) -> keras.Model:
     """Fine-tunes a copy of ``student`` by distillation, quantisation-aware and/or pruned.
 
     Args:
@@ -220,6 +229,8 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
         total_env_steps: env steps of the fine-tuning, in :data:`ROUNDS` rounds.
         quantize: fake-quantise weights and activations (int8).
         sparsity: final fraction of zero kernel weights, or None (no pruning).
+        per_channel: the weight grid the int8 export will use (see
+            :func:`tfkd.deploy.convert.tflite_int8`).
         learning_rate: Adam's, lower than a fresh distillation's.
         progress: show the distillation's progress bar.
 
@@ -230,7 +241,8 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
         raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
     if total_env_steps < ROUNDS:
         raise ValueError(f"the fine-tuning needs at least {ROUNDS} env steps")
-    model = compressed_copy(student, quantize=quantize, prune=sparsity is not None)
+    model = compressed_copy(student, quantize=quantize, prune=sparsity is not None,
+                            per_channel=per_channel)
     callbacks = [MagnitudePruning(model, sparsity, ROUNDS - 1)] if sparsity is not None else []
     config = DistillConfig(
         env_id=env_id, control="student", total_env_steps=total_env_steps,

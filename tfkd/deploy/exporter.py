@@ -62,7 +62,8 @@ def calibration_observations(student, env_id: str, seed: int = 0,
 def export(student, env_id: str, out_dir: str | os.PathLike, teacher=None, *,
            calibration: np.ndarray | None = None, variants: Mapping[str, object] | None = None,
            seed: int = 0, eval_episodes: int = 100, latency_repeats: int = 1_000,
-           tf_agents_policy: bool = True, teacher_path: str = "<teacher>") -> dict:
+           tf_agents_policy: bool = True, teacher_path: str = "<teacher>",
+           per_channel: bool = True) -> dict:
     """Exports ``student`` into ``out_dir`` (replaced atomically) and returns the report.
 
     Args:
@@ -83,6 +84,8 @@ def export(student, env_id: str, out_dir: str | os.PathLike, teacher=None, *,
         tf_agents_policy: also save the TF-Agents policy (needs Keras 2 as
             ``tf.keras``, see :mod:`tfkd.deploy.tf_agents_policy`).
         teacher_path: where the teacher came from, for the report.
+        per_channel: int8 weight scales per output channel (default) or per
+            tensor (a smaller file; see :func:`tfkd.deploy.convert.tflite_int8`).
 
     Raises:
         ValueError: the student does not fit the env, or bad calibration data.
@@ -93,7 +96,8 @@ def export(student, env_id: str, out_dir: str | os.PathLike, teacher=None, *,
         result.update(write_export(student, env_id, folder, teacher, calibration=calibration,
                                    variants=variants, seed=seed, eval_episodes=eval_episodes,
                                    latency_repeats=latency_repeats,
-                                   tf_agents_policy=tf_agents_policy, teacher_path=teacher_path))
+                                   tf_agents_policy=tf_agents_policy, teacher_path=teacher_path,
+                                   per_channel=per_channel))
 
     files.replace_directory(write, out_dir)
     return result
@@ -104,7 +108,7 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
                  variants: Mapping[str, object] | None = None, seed: int = 0,
                  eval_episodes: int = 100, latency_repeats: int = 1_000,
                  tf_agents_policy: bool = True, teacher_path: str = "<teacher>",
-                 progress=print) -> dict:
+                 per_channel: bool = True, progress=print) -> dict:
     """:func:`export` into an existing empty ``folder`` (the caller makes it atomic).
 
     ``progress`` is called with one line per step (``None``: silent).
@@ -126,7 +130,7 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
     student.save(paths["keras"])
     convert.save_serving_model(student, paths["savedmodel"], shape)
     int8_layers = _write_tflite(student, shape, calibration, paths["tflite"], paths["tflite-int8"],
-                                seed)
+                                seed, per_channel)
     if tf_agents_policy:
         from tfkd.deploy.tf_agents_policy import save_tf_agents_policy
 
@@ -138,7 +142,7 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
         keras_path, float_path, int8_path = (os.path.join(folder, name.format(variant=variant))
                                              for name in layout.VARIANT_FILES)
         model.save(keras_path)
-        _write_tflite(model, shape, calibration, float_path, int8_path, seed)
+        _write_tflite(model, shape, calibration, float_path, int8_path, seed, per_channel)
         variant_paths[variant] = (keras_path, float_path, int8_path)
 
     say(f"measuring each artefact: {eval_episodes} held-out episodes, {latency_repeats} timed "
@@ -193,7 +197,8 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
     report = {
         "env_id": env_id, "seed": seed, "eval_seeds": list(eval_seeds),
         "episodes": eval_episodes, "latency_repeats": latency_repeats,
-        "calibration": {"source": source, "observations": int(len(calibration))},
+        "calibration": {"source": source, "observations": int(len(calibration)),
+                        "weights": "per-channel" if per_channel else "per-tensor"},
         "versions": versions,
         "random": {"mean_return": random_return.mean, "std_return": random_return.std,
                    "ci95": list(random_return.ci95), "num_episodes": random_return.num_episodes},
@@ -204,10 +209,10 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
 
 
 def _write_tflite(model, shape, calibration, float_path: str, int8_path: str,
-                  seed: int) -> list[dict]:
+                  seed: int, per_channel: bool) -> list[dict]:
     with open(float_path, "wb") as file:
         file.write(convert.tflite_float(model, shape))
-    content = convert.tflite_int8(model, shape, calibration, seed=seed)
+    content = convert.tflite_int8(model, shape, calibration, seed=seed, per_channel=per_channel)
     layers = convert.layer_dtypes(content)
     if not layers or any(layer["weights"] != "int8" for layer in layers):
         raise RuntimeError(f"the int8 conversion left float weights: {layers}")
