@@ -32,7 +32,6 @@ Masked weights get no gradient (the layer computes with ``W ⊙ M``).
 
 from __future__ import annotations
 
-import dataclasses
 
 import keras
 import numpy as np
@@ -218,7 +217,8 @@ def strip(model: keras.Model, like: keras.Model) -> keras.Model:
 def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int = 0,
                        total_env_steps: int = 20_000, quantize: bool = False,
                        sparsity: float | None = None, per_channel: bool = True,
-                       learning_rate: float = 5e-4, progress: bool = True) -> keras.Model:
+                       learning_rate: float = 5e-4, train_steps_per_round: int = 1_000,
+                       eval_episodes: int = 10, progress: bool = True) -> keras.Model:
     """Fine-tunes a copy of ``student`` by distillation, quantisation-aware and/or pruned.
 
     Args:
@@ -232,6 +232,9 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
         per_channel: the weight grid the int8 export will use (see
             :func:`tfkd.deploy.convert.tflite_int8`).
         learning_rate: Adam's, lower than a fresh distillation's.
+        train_steps_per_round: student updates per round.
+        eval_episodes: selection episodes after each round (keep-best of a
+            quantisation-aware student; a pruned one keeps its last round).
         progress: show the distillation's progress bar.
 
     Returns:
@@ -246,10 +249,11 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
     callbacks = [MagnitudePruning(model, sparsity, ROUNDS - 1)] if sparsity is not None else []
     config = DistillConfig(
         env_id=env_id, control="student", total_env_steps=total_env_steps,
-        steps_per_round=total_env_steps // ROUNDS, train_steps_per_round=1_000,
+        steps_per_round=total_env_steps // ROUNDS,
+        train_steps_per_round=train_steps_per_round,
         learning_rate=learning_rate, distillation_loss="q_value_kl", beta_initial=0.5,
-        eval_episodes=10, seed=seed, progress=progress, callbacks=callbacks,
+        eval_episodes=eval_episodes, seed=seed, progress=progress, callbacks=callbacks,
         # A pruned student is kept at its final sparsity: the last round's.
         keep_best=sparsity is None)
-    distill(teacher, model, dataclasses.replace(config))
+    distill(teacher, model, config)
     return strip(model, student)
