@@ -82,9 +82,11 @@ def test_pruned_distillation_reaches_the_sparsity_and_still_balances():
     rl.distill(teacher, student, rl.DistillConfig(
         env_id="CartPole-v1", total_env_steps=1_500, steps_per_round=500,
         train_steps_per_round=300, learning_rate=3e-3, eval_episodes=2, progress=False))
-    pruned = compression.distill_compressed(
+    compressed = compression.distill_compressed(
         teacher, student, "CartPole-v1", total_env_steps=1_000, sparsity=0.75,
         train_steps_per_round=50, eval_episodes=1, progress=False, learning_rate=3e-3)
+    assert compressed.quantized is None
+    pruned = compressed.plain
     kernels = [np.asarray(w) for w in pruned.weights if w.ndim == 2]
     zeros = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
     assert zeros == pytest.approx(0.75, abs=0.01)
@@ -100,14 +102,17 @@ def test_quantisation_aware_student_matches_its_int8_export(tmp_path):
                                 keras.layers.Dense(2)])
     qat = compression.compressed_copy(student, quantize=True, prune=False)
     observations = np.random.default_rng(3).normal(size=(512, 4)).astype(np.float32)
-    qat(observations, training=True)  # the activation ranges of these observations
-    plain = compression.strip(qat, student)
-    content = convert.tflite_int8(plain, (4,), observations)
+    for batch in np.split(observations, 8):  # the activation ranges of these observations
+        qat(batch, training=True)
+    content = convert.tflite_from_fake_quant(qat)
+    assert all(layer["weights"] == "int8" and layer["input"] == "int8"
+               for layer in convert.layer_dtypes(content))
     (tmp_path / "qat-int8.tflite").write_bytes(content)
     int8 = runtime.load(tmp_path / "qat-int8.tflite", "tflite-int8")
     simulated = np.asarray(qat(observations))
     _, logits = int8(observations)
-    # The same grid: the int8 model differs from the simulation by rounding steps only.
+    # The same grid and ranges: the int8 model differs from the simulation by
+    # integer rounding inside TFLite's kernels only.
     span = simulated.max() - simulated.min()
     assert np.abs(logits - simulated).max() < 0.05 * span
-    assert np.mean(logits.argmax(1) == simulated.argmax(1)) >= 0.95
+    assert np.mean(logits.argmax(1) == simulated.argmax(1)) >= 0.97

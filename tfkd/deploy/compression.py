@@ -10,17 +10,18 @@ Quantisation-aware distillation (Jacob et al. 2018, "Quantization and
 Training of Neural Networks for Efficient Integer-Arithmetic-Only
 Inference"): the forward pass rounds what the int8 TFLite model will round,
 
-- weights symmetric per output channel, ``s_j = max_i |W_ij| / 127``,
-  ``Ŵ_ij = s_j · clip(round(W_ij / s_j), −127, 127)`` (TFLite's int8 scheme),
-  or with one scale per tensor when the export is per-tensor;
+- weights symmetric, one scale per tensor, ``s = max |W| / 127``,
+  ``Ŵ = s · clip(round(W / s), −127, 127)`` (TFLite's int8 grid; per tensor
+  for Dense kernels, as in TFMOT, because the converter folds only that);
 - activations (the input, each hidden layer's output, the logits) per tensor
   on ``[min, max]`` ranges tracked as exponential moving averages of each
   batch's min and max, 256 levels;
 
 with the straight-through gradient of ``tf.quantization.fake_quant_*`` (the
-identity inside the range, zero outside). The exported int8 model is then
-calibrated as usual; its weight grid is the one trained on, its activation
-ranges the calibration data's, which the moving averages approximate.
+identity inside the range, zero outside). The int8 TFLite model is converted
+from this fake-quantised graph itself, so it computes on the very grid and
+ranges the student was trained on; calibrating the plain weights afresh
+(post-training) would pick other activation ranges and lose most of the gain.
 
 Magnitude pruning (Zhu & Gupta 2017, "To prune, or not to prune"): each
 kernel has a 0/1 mask; after round ``r`` of ``R`` the mask keeps the largest
@@ -32,6 +33,8 @@ Masked weights get no gradient (the layer computes with ``W ⊙ M``).
 
 from __future__ import annotations
 
+
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -112,10 +115,9 @@ class ActivationQuantizer(keras.layers.Layer):
 class CompressedDense(keras.layers.Dense):
     """A Dense layer computing with ``fake_quant(W ⊙ M)``: a pruning mask and/or int8 weights."""
 
-    def __init__(self, units, quantize: bool = False, prune: bool = False,
-                 per_channel: bool = True, **kwargs):
+    def __init__(self, units, quantize: bool = False, prune: bool = False, **kwargs):
         super().__init__(units, **kwargs)
-        self.quantize, self.prune, self.per_channel = quantize, prune, per_channel
+        self.quantize, self.prune = quantize, prune
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -124,7 +126,10 @@ class CompressedDense(keras.layers.Dense):
 
     def effective_kernel(self):
         kernel = self.kernel * self.mask if self.prune else self.kernel
-        return fake_quant_weights(kernel, self.per_channel) if self.quantize else kernel
+        # Per tensor: the TFLite converter folds a fake-quantised [in, out]
+        # kernel into its [out, in] weights only with one scale (a per-channel
+        # range on the wrong axis fails to convert), as in TFMOT's Dense scheme.
+        return fake_quant_weights(kernel, per_channel=False) if self.quantize else kernel
 
     def call(self, inputs):
         outputs = tf.matmul(inputs, self.effective_kernel())
@@ -133,8 +138,7 @@ class CompressedDense(keras.layers.Dense):
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):
-        return {**super().get_config(), "quantize": self.quantize, "prune": self.prune,
-                "per_channel": self.per_channel}
+        return {**super().get_config(), "quantize": self.quantize, "prune": self.prune}
 
 
 class MagnitudePruning(keras.callbacks.Callback):
@@ -161,12 +165,27 @@ class MagnitudePruning(keras.callbacks.Callback):
 # ------------------------------------------------------------ copy and strip
 
 
+@dataclass(frozen=True)
+class CompressedStudent:
+    """A fine-tuned student.
+
+    Attributes:
+        plain: the student's own layers with the fine-tuned weights (pruned
+            ones exactly zero): saved as ``.keras`` and float TFLite.
+        quantized: the quantisation-aware model, whose fake-quant ops give the
+            int8 conversion its ranges (:func:`tfkd.deploy.convert.tflite_from_fake_quant`);
+            None for a student that was not trained quantisation-aware.
+    """
+
+    plain: keras.Model
+    quantized: keras.Model | None = None
+
+
 def _dense_layers(model: keras.Model) -> list:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
 
 
-def compressed_copy(student: keras.Model, quantize: bool, prune: bool,
-                    per_channel: bool = True) -> keras.Model:
+def compressed_copy(student: keras.Model, quantize: bool, prune: bool) -> keras.Model:
     """A copy of an MLP student whose Dense layers are :class:`CompressedDense`.
 
     With ``quantize``, activation quantisers follow the input and every layer.
@@ -186,7 +205,7 @@ def compressed_copy(student: keras.Model, quantize: bool, prune: bool,
             h = keras.layers.Flatten(name=layer.name)(h)
             continue
         dense = CompressedDense(layer.units, quantize=quantize, prune=prune,
-                                per_channel=per_channel, activation=layer.activation, use_bias=layer.use_bias,
+                                activation=layer.activation, use_bias=layer.use_bias,
                                 name=layer.name)
         h = dense(h)
         dense.kernel.assign(layer.kernel)
@@ -216,8 +235,7 @@ def strip(model: keras.Model, like: keras.Model) -> keras.Model:
 
 def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int = 0,
                        total_env_steps: int = 20_000, quantize: bool = False,
-                       sparsity: float | None = None, per_channel: bool = True,
-                       learning_rate: float = 5e-4, train_steps_per_round: int = 1_000,
+                       sparsity: float | None = None, learning_rate: float = 5e-4, train_steps_per_round: int = 1_000,
                        eval_episodes: int = 10, progress: bool = True) -> keras.Model:
     """Fine-tunes a copy of ``student`` by distillation, quantisation-aware and/or pruned.
 
@@ -229,8 +247,6 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
         total_env_steps: env steps of the fine-tuning, in :data:`ROUNDS` rounds.
         quantize: fake-quantise weights and activations (int8).
         sparsity: final fraction of zero kernel weights, or None (no pruning).
-        per_channel: the weight grid the int8 export will use (see
-            :func:`tfkd.deploy.convert.tflite_int8`).
         learning_rate: Adam's, lower than a fresh distillation's.
         train_steps_per_round: student updates per round.
         eval_episodes: selection episodes after each round (keep-best of a
@@ -238,14 +254,14 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
         progress: show the distillation's progress bar.
 
     Returns:
-        A plain Keras student (same layers as ``student``) with the fine-tuned weights.
+        The fine-tuned student: plain, and (quantisation-aware) with its
+        fake-quant ranges for the int8 conversion.
     """
     if sparsity is not None and not 0.0 < sparsity < 1.0:
         raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
     if total_env_steps < ROUNDS:
         raise ValueError(f"the fine-tuning needs at least {ROUNDS} env steps")
-    model = compressed_copy(student, quantize=quantize, prune=sparsity is not None,
-                            per_channel=per_channel)
+    model = compressed_copy(student, quantize=quantize, prune=sparsity is not None)
     callbacks = [MagnitudePruning(model, sparsity, ROUNDS - 1)] if sparsity is not None else []
     config = DistillConfig(
         env_id=env_id, control="student", total_env_steps=total_env_steps,
@@ -256,4 +272,4 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
         # A pruned student is kept at its final sparsity: the last round's.
         keep_best=sparsity is None)
     distill(teacher, model, config)
-    return strip(model, student)
+    return CompressedStudent(strip(model, student), model if quantize else None)

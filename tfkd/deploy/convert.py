@@ -20,6 +20,8 @@ stack of Keras layers, traced into TensorFlow's own ops.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 import numpy as np
@@ -72,8 +74,7 @@ def save_serving_model(model, path: str | os.PathLike, observation_shape: tuple[
 
 def tflite_float(model, observation_shape: tuple[int, ...]) -> bytes:
     """The student as a float32 TFLite flatbuffer."""
-    converter = _converter(model, observation_shape)
-    return converter.convert()
+    return _convert(_converter(model, observation_shape))
 
 
 def tflite_int8(model, observation_shape: tuple[int, ...], calibration: np.ndarray,
@@ -122,7 +123,21 @@ def tflite_int8(model, observation_shape: tuple[int, ...], calibration: np.ndarr
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     # The converter's only switch for per-tensor weights is this attribute.
     converter._experimental_disable_per_channel = not per_channel
-    return converter.convert()
+    return _convert(converter)
+
+
+def tflite_from_fake_quant(model) -> bytes:
+    """Full-integer int8 TFLite of a quantisation-aware model (:mod:`tfkd.deploy.compression`).
+
+    The ranges come from the model's own fake-quant ops (its trained
+    activation ranges and weight grid), not from a calibration set.
+    """
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    # No representative dataset, so no TFLITE_BUILTINS_INT8 either (the
+    # converter demands one with it); the exporter checks every weighted op
+    # computes in int8 (layer_dtypes).
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return _convert(converter)
 
 
 def _converter(model, observation_shape: tuple[int, ...]) -> tf.lite.TFLiteConverter:
@@ -131,6 +146,13 @@ def _converter(model, observation_shape: tuple[int, ...]) -> tf.lite.TFLiteConve
     # int8 calibrator cannot read.
     del observation_shape  # the model's own input shape, batch axis free
     return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def _convert(converter: tf.lite.TFLiteConverter) -> bytes:
+    # Keras' export, which the converter runs, prints the traced signature to
+    # stdout: a page of tensor specs in the middle of the command's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
 
 
 def layer_dtypes(content: bytes) -> list[dict]:

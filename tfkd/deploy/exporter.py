@@ -75,8 +75,10 @@ def export(student, env_id: str, out_dir: str | os.PathLike, teacher=None, *,
             (None: scores are null).
         calibration: observations for the int8 calibration, e.g. the
             distillation buffer's; default: :func:`calibration_observations`.
-        variants: further students by name (e.g. ``{"qat": ..., "pruned": ...}``),
-            each exported as Keras, TFLite and int8 TFLite and measured.
+        variants: further students by name, :class:`~tfkd.deploy.compression.CompressedStudent`
+            (e.g. ``{"qat": ..., "pruned": ...}``), each exported as Keras,
+            TFLite and int8 TFLite (a quantisation-aware one converted from
+            its fake-quant ranges) and measured.
         seed: the run seed: held-out episodes ``held_out_seeds(seed, eval_episodes)``,
             calibration rollouts on selection seeds.
         eval_episodes: held-out episodes each artefact plays.
@@ -137,12 +139,18 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
         save_tf_agents_policy(student, shape, num_actions,
                               os.path.join(folder, layout.TF_AGENTS_POLICY_DIR))
     variant_paths = {}
-    for variant, model in (variants or {}).items():
+    for variant, compressed in (variants or {}).items():
+        model = compressed.plain
         _check_student(model, env_id)
         keras_path, float_path, int8_path = (os.path.join(folder, name.format(variant=variant))
                                              for name in layout.VARIANT_FILES)
         model.save(keras_path)
-        _write_tflite(model, shape, calibration, float_path, int8_path, seed, per_channel)
+        if compressed.quantized is None:
+            _write_tflite(model, shape, calibration, float_path, int8_path, seed, per_channel)
+        else:
+            with open(float_path, "wb") as file:
+                file.write(convert.tflite_float(model, shape))
+            _write_int8(convert.tflite_from_fake_quant(compressed.quantized), int8_path)
         variant_paths[variant] = (keras_path, float_path, int8_path)
 
     say(f"measuring each artefact: {eval_episodes} held-out episodes, {latency_repeats} timed "
@@ -172,7 +180,7 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
                            params=params, runtime="LiteRT interpreter", layers=int8_layers,
                            **common))
     for variant, (keras_path, float_path, int8_path) in variant_paths.items():
-        model = variants[variant]
+        model = variants[variant].plain
         entries.append(measure(f"{variant}-tflite", runtime.load(float_path, "tflite"),
                                params=count_params(model), runtime="LiteRT interpreter",
                                sparsity=_sparsity(model), **common))
@@ -212,10 +220,15 @@ def _write_tflite(model, shape, calibration, float_path: str, int8_path: str,
                   seed: int, per_channel: bool) -> list[dict]:
     with open(float_path, "wb") as file:
         file.write(convert.tflite_float(model, shape))
-    content = convert.tflite_int8(model, shape, calibration, seed=seed, per_channel=per_channel)
+    return _write_int8(convert.tflite_int8(model, shape, calibration, seed=seed,
+                                           per_channel=per_channel), int8_path)
+
+
+def _write_int8(content: bytes, int8_path: str) -> list[dict]:
     layers = convert.layer_dtypes(content)
-    if not layers or any(layer["weights"] != "int8" for layer in layers):
-        raise RuntimeError(f"the int8 conversion left float weights: {layers}")
+    if not layers or any(layer["weights"] != "int8" or layer["input"] != "int8"
+                         for layer in layers):
+        raise RuntimeError(f"the int8 conversion left float weights or activations: {layers}")
     with open(int8_path, "wb") as file:
         file.write(content)
     return layers
