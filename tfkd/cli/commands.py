@@ -422,7 +422,8 @@ def export(args: argparse.Namespace, out: OutputDir) -> int:
                 compression.distill_compressed, teacher, student, args.env, seed=args.seed,
                 total_env_steps=args.finetune_steps, quantize=name == "qat",
                 sparsity=args.prune if name == "pruned" else None,
-                train_steps_per_round=args.train_steps_per_round, progress=not args.quiet)
+                train_steps_per_round=args.train_steps_per_round,
+                eval_episodes=args.select_episodes, progress=not args.quiet)
     with out.staging(last=REPORT_FILE) as folder:
         try:
             results = exporter.write_export(

@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--train-steps-per-round", type=positive_int, default=1_000,
                      help="student updates in each of the 10 rounds of the --qat / --prune "
                           "distillation (default: %(default)s)")
+    sub.add_argument("--select-episodes", type=positive_int, default=10,
+                     help="selection episodes after each --qat round; the best round is kept "
+                          "(default: %(default)s)")
     sub.add_argument("--no-tf-agents", action="store_true",
                      help="skip the TF-Agents policy (it needs TF-Agents installed)")
     sub.add_argument("--quiet", action="store_true", help="no progress lines")

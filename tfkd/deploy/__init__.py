@@ -13,6 +13,8 @@ An export folder (written by ``tfkd export`` / ``tfkd.deploy.export``)::
       student.tflite              TFLite, float32
       student-int8.tflite         TFLite, full-integer int8 (weights and activations)
       tf_agents_policy/           the student as a TF-Agents policy (PolicySaver)
+      student-<variant>{.keras,.tflite,-int8.tflite}
+                                  further students (--qat: "qat", --prune: "pruned")
       report.json                 size, latency, return and agreement of each artefact
 
 No artefact needs tfkd or its custom op to load. :mod:`tfkd.deploy.runtime`
