@@ -250,7 +250,7 @@ def main(argv=None) -> None:
         print(f"  {n} x {a} done", flush=True)
 
     columns = [k for k in rows[0] if k not in ("batch", "actions", "median over all turns")]
-    header = f"| batch x actions | " + " | ".join(columns) + " |"
+    header = "| batch x actions | " + " | ".join(columns) + " |"
     print("\nmilliseconds (median of the least disturbed turn) and ratios (median over turns)\n")
     print(header)
     print("|" + "---|" * (len(columns) + 1))

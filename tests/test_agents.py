@@ -22,7 +22,6 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer  # noqa: E402
 from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from tfkd import agents  # noqa: E402
-from tfkd.agents import dqn as agents_dqn  # noqa: E402
 
 TINY_DQN = agents.DQNConfig(
     env_id="CartPole-v1", hidden_units=(16,), total_env_steps=180, learning_starts=60,

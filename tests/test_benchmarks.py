@@ -100,3 +100,16 @@ def test_serve_smoke(tmp_path):
         assert row["requests"] > 0 and row["errors"] == 0 and row["exit_status"] == 0, row
     assert result["rows"][1]["mean_batch_rows"] == result["rows"][5]["mean_batch_rows"] == 1.0
     assert "| batched |" in stdout
+
+def test_deploy_smoke(tmp_path):
+    out = tmp_path / "deploy.json"
+    stdout = run_benchmark("deploy.py", "--smoke", "--out", out, cwd=tmp_path)
+    result = _strict_load(out)
+    rows = {row["artefact"]: row for row in result["rows"]}
+    assert {"teacher (Keras eager)", "keras", "savedmodel", "tflite", "tflite-int8"} <= set(rows)
+    for row in rows.values():
+        assert row["latency_us_b1"]["min"] <= row["latency_us_b1"]["median"] \
+            <= row["latency_us_b1"]["max"]
+        assert len(row["latency_us_b1"]["runs"]) == 2
+    assert rows["tflite"]["agreement"] == 1.0
+    assert "| tflite-int8 |" in stdout

@@ -4,9 +4,9 @@ A run owns its ``--out`` folder through an exclusive ``fcntl.flock`` on
 ``--out/.tfkd.lock``, taken before any training, so a second run into the same
 folder stops at once. Everything a run writes goes first into a staging folder
 inside ``--out`` (same file system) and is then renamed into place, entry by
-entry, with ``results.json`` last and the previous ``results.json`` removed
-first: at any moment ``--out`` holds either a complete set of one run's files
-or no ``results.json`` at all, never a 0-byte or half-written file.
+entry, with ``results.json`` (``report.json`` for an export) last and the
+previous one removed first: at any moment ``--out`` holds either a complete
+set of one run's files or no ``results.json`` at all, never a 0-byte or half-written file.
 """
 
 from __future__ import annotations
@@ -81,23 +81,27 @@ class OutputDir:
         self.close()
 
     @contextlib.contextmanager
-    def staging(self) -> Iterator[str]:
-        """A fresh staging folder; on a clean exit its entries are renamed into ``--out``."""
+    def staging(self, last: str = RESULTS_FILE) -> Iterator[str]:
+        """A fresh staging folder; on a clean exit its entries are renamed into ``--out``.
+
+        ``last`` is the file that marks a complete run (``results.json``, an
+        export's ``report.json``): removed from ``--out`` first, renamed in last.
+        """
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.path)
         try:
             yield staging
-            self._commit(staging)
+            self._commit(staging, last)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _commit(self, staging: str) -> None:
-        names = sorted(os.listdir(staging), key=lambda name: name == RESULTS_FILE)
+    def _commit(self, staging: str, last: str = RESULTS_FILE) -> None:
+        names = sorted(os.listdir(staging), key=lambda name: name == last)
         with _sigint_deferred():
             for name in names:
                 _fsync_tree(os.path.join(staging, name))
-            if RESULTS_FILE in names:
+            if last in names:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.path, RESULTS_FILE))
+                    os.unlink(os.path.join(self.path, last))
             for name in names:
                 _replace(os.path.join(staging, name), os.path.join(self.path, name))
             _fsync(self.path)

@@ -208,6 +208,61 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
                      default="info", help="uvicorn's log level (default: %(default)s)")
     sub.set_defaults(command="serve")
+
+    # ---- export (tfkd.deploy)
+    def fraction(text: str) -> float:
+        value = finite_float(text)
+        if not 0.0 < value < 1.0:
+            raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+        return value
+
+    sub = commands.add_parser("export", help="export a student: SavedModel, TFLite, int8, "
+                              "TF-Agents policy; measure each",
+                              description="Export a student for deployment (SavedModel for "
+                              "TensorFlow Serving, TFLite float32 and full-integer int8, a "
+                              "TF-Agents policy) and measure each artefact: size, latency, "
+                              "throughput, held-out return and agreement with the float student.")
+    sub.add_argument("--student", required=True, help="the student .keras file")
+    sub.add_argument("--env", required=True, help="gymnasium id the student acts in")
+    sub.add_argument("--teacher", help="teacher folder from train-teacher, or a .keras file: "
+                     "normalised scores and the teacher's latency (without it the scores "
+                     "are n/a)")
+    sub.add_argument("--out", required=True, help="the export folder (locked while the run "
+                     "lasts; written atomically)")
+    sub.add_argument("--seed", type=seed_int, default=0,
+                     help="held-out episodes held_out_seeds(seed, n); calibration rollouts on "
+                          "selection seeds (default: %(default)s)")
+    sub.add_argument("--eval-episodes", type=positive_int, default=100,
+                     help="held-out episodes each artefact plays (default: %(default)s)")
+    sub.add_argument("--latency-repeats", type=_int_at_least(10), default=1_000,
+                     help="timed calls per batch size, median reported (default: %(default)s)")
+    sub.add_argument("--calibration-data", metavar="NPZ",
+                     help="observations for the int8 calibration: a .npz dataset saved by "
+                          "tfkd.rl.save_npz, e.g. the distillation buffer (default: 10,000 "
+                          "env steps of the student's own rollouts)")
+    sub.add_argument("--per-tensor", action="store_true",
+                     help="int8 weights with one scale per tensor, not per output channel: "
+                          "a smaller file (about 3 KB less for a 64x64 MLP), a coarser grid")
+    sub.add_argument("--qat", action="store_true",
+                     help="also distil a quantisation-aware copy of the student (fake-quant "
+                          "weights and activations) and export it as int8; needs --teacher")
+    sub.add_argument("--prune", type=fraction, default=None, metavar="SPARSITY",
+                     help="also distil a magnitude-pruned copy of the student to this "
+                          "fraction of zero weights (e.g. 0.8); needs --teacher")
+    sub.add_argument("--finetune-steps", type=positive_int, default=20_000,
+                     help="env steps of the --qat / --prune distillation (default: "
+                          "%(default)s)")
+    sub.add_argument("--train-steps-per-round", type=positive_int, default=1_000,
+                     help="student updates in each of the 10 rounds of the --qat / --prune "
+                          "distillation (default: %(default)s)")
+    sub.add_argument("--select-episodes", type=positive_int, default=10,
+                     help="selection episodes after each --qat round; the best round is kept "
+                          "(default: %(default)s)")
+    sub.add_argument("--no-tf-agents", action="store_true",
+                     help="skip the TF-Agents policy (it needs TF-Agents installed)")
+    sub.add_argument("--quiet", action="store_true", help="no progress lines")
+    sub.set_defaults(command="export")
+    # ---- end export
     return parser
 
 

@@ -42,17 +42,21 @@ class Artefact:
 
     def logits(self, observations: np.ndarray) -> np.ndarray:
         """float32 logits [batch, num_actions] of float32 observations [batch, *observation_shape]."""
-        observations = np.asarray(observations, dtype=np.float32)
+        if type(observations) is not np.ndarray or observations.dtype != np.float32:
+            observations = np.asarray(observations, dtype=np.float32)
         if observations.shape[1:] != self.observation_shape:
             raise ValueError(f"expected observations of shape [batch, "
                              f"{', '.join(map(str, self.observation_shape))}], "
                              f"got {list(observations.shape)}")
-        return np.asarray(self._logits_fn(observations), dtype=np.float32)
+        logits = self._logits_fn(observations)
+        if type(logits) is not np.ndarray or logits.dtype != np.float32:
+            logits = np.asarray(logits, dtype=np.float32)
+        return logits
 
     def __call__(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(actions int64 [batch], logits float32 [batch, num_actions]); greedy actions."""
         logits = self.logits(observations)
-        return np.argmax(logits, axis=-1).astype(np.int64), logits
+        return logits.argmax(axis=-1).astype(np.int64, copy=False), logits
 
 
 def load(path: str | os.PathLike, format: str | None = None) -> Artefact:
@@ -142,34 +146,53 @@ def _load_tflite(path: str, format: str) -> Artefact:
         raise ValueError(f"{path} is not a valid TFLite model ({type(error).__name__})") from None
     input_shape = tuple(int(d) for d in probe.get_input_details()[0]["shape"][1:])
     num_actions = int(probe.get_output_details()[0]["shape"][-1])
-    # One interpreter per power-of-two batch size, the batch padded with zero
-    # rows up to it: resizing and re-allocating on every call would cost more
-    # than running this small a network, and one interpreter per distinct
-    # size would let a server's callers grow the cache without bound. Rows
-    # are independent in inference, so the padding changes no answer.
-    interpreters: dict[int, Interpreter] = {}
+    # One runner per power-of-two batch size, the batch padded with zero rows
+    # up to it: resizing and re-allocating on every call would cost more than
+    # running this small a network, and one runner per distinct size would
+    # let a server's callers grow the cache without bound. Rows are
+    # independent in inference, so the padding changes no answer. Each runner
+    # keeps its tensor indices and quantisation parameters: reading the
+    # interpreter's details costs several microseconds a call, more than the
+    # network itself.
+    runners: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
 
     def logits(observations):
         batch = observations.shape[0]
         size = 1 << max(batch - 1, 0).bit_length()
-        interpreter = interpreters.get(size)
-        if interpreter is None:
-            interpreter = Interpreter(model_content=content)
-            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
-                                            [size, *input_shape])
-            interpreter.allocate_tensors()
-            interpreters[size] = interpreter
+        runner = runners.get(size)
+        if runner is None:
+            runner = runners[size] = _tflite_runner(content, [size, *input_shape])
         if size != batch:
             padded = np.zeros((size, *input_shape), observations.dtype)
             padded[:batch] = observations
             observations = padded
-        input_detail = interpreter.get_input_details()[0]
-        output_detail = interpreter.get_output_details()[0]
-        interpreter.set_tensor(input_detail["index"], _quantize(observations, input_detail))
-        interpreter.invoke()
-        return _dequantize(interpreter.get_tensor(output_detail["index"])[:batch], output_detail)
+        return runner(observations)[:batch]
 
     return Artefact(format, path, logits, input_shape, num_actions)
+
+
+def _tflite_runner(content: bytes, input_shape: list[int]) -> Callable[[np.ndarray], np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], input_shape)
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    input_index, output_index = input_detail["index"], output_detail["index"]
+    set_tensor, invoke, get_tensor = (interpreter.set_tensor, interpreter.invoke,
+                                      interpreter.get_tensor)
+    if input_detail["dtype"] == np.float32 and output_detail["dtype"] == np.float32:
+        def run(observations):
+            set_tensor(input_index, observations)
+            invoke()
+            return get_tensor(output_index)
+    else:
+        def run(observations):
+            set_tensor(input_index, _quantize(observations, input_detail))
+            invoke()
+            return _dequantize(get_tensor(output_index), output_detail)
+    return run
 
 
 def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -185,3 +208,25 @@ def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
         return values
     scale, zero_point = detail["quantization"]
     return (values.astype(np.float32) - zero_point) * scale
+
+
+def from_model(model, observation_shape: tuple[int, ...], num_actions: int,
+               path: str = "<in memory>", eager: bool = False) -> Artefact:
+    """A network already in memory (a Keras model, a TF-Agents teacher) as an :class:`Artefact`.
+
+    Args:
+        model: callable observations -> ``[batch, num_actions]`` outputs.
+        observation_shape, num_actions: its input and output shapes.
+        path: where it came from, for the report.
+        eager: call ``model(observations)`` eagerly, as a user does; otherwise
+            through a ``tf.function`` (how :func:`load` runs a ``.keras`` file).
+    """
+    if eager:
+        def logits(observations):
+            return np.asarray(model(observations, training=False))
+    else:
+        predict = _compiled(model)
+
+        def logits(observations):
+            return predict(observations).numpy()
+    return Artefact("keras", path, logits, tuple(observation_shape), int(num_actions))

@@ -285,20 +285,34 @@ def action_agreement(teacher: Network, student: Network, observations: np.ndarra
     return float(np.mean(teacher_actions == student_actions))
 
 
+def median_call_seconds(function, argument, repeats: int = 1_000, warmup: int = 50) -> float:
+    """Median wall-clock seconds of ``function(argument)`` over ``repeats`` timed calls.
+
+    Each call is timed on its own with ``time.perf_counter`` after ``warmup``
+    untimed calls (tracing, allocation, caches); the median resists the
+    outliers a shared machine adds. The one timer of tfkd: the evaluation's
+    latency and ``tfkd.deploy``'s artefact report both use it.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}.")
+    for _ in range(warmup):
+        function(argument)
+    timings = np.empty(repeats)
+    clock = time.perf_counter
+    for index in range(repeats):
+        start = clock()
+        function(argument)
+        timings[index] = clock() - start
+    return float(np.median(timings))
+
+
 def inference_latency(
     network: Network, observation: np.ndarray, repeats: int = 200, warmup: int = 20
 ) -> float:
     """Median seconds to choose one action: a batch-1 compiled forward pass + argmax."""
     forward = network_outputs(network)
-    batch = np.asarray(observation)[None]
-    for _ in range(warmup):
-        np.argmax(forward(batch), axis=-1)
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.argmax(forward(batch), axis=-1)
-        timings.append(time.perf_counter() - start)
-    return float(np.median(timings))
+    return median_call_seconds(lambda batch: np.argmax(forward(batch), axis=-1),
+                               np.asarray(observation)[None], repeats, warmup)
 
 
 # ------------------------------------------------------------------ comparison
