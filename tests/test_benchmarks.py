@@ -73,3 +73,28 @@ def test_kernel_smoke(tmp_path):
     result = _strict_load(out)
     assert [(row["batch"], row["actions"]) for row in result["rows"]] == [(256, 4)]
     assert "tfkd cpp (TF op)" in stdout
+
+
+def test_kickstart_smoke(tmp_path):
+    out = tmp_path / "results"
+    stdout = run_benchmark("kickstart.py", "--smoke", "--seeds", "0", "1", "--out", out,
+                           cwd=tmp_path)
+    assert (out / "teachers" / "CartPole-v1-weak-32x32" / "teacher.json").is_file()
+    assert (out / "kickstart" / "CartPole-v1.png").is_file()
+    result = _strict_load(out / "kickstart" / "CartPole-v1.json")
+    assert result["seeds"] == [0, 1]
+    methods = [entry["method"] for entry in result["summary"]]
+    assert methods == ["weak teacher", "random", "kickstart (constant)", "kickstart (linear)",
+                       "kickstart (exponential)", "kickstart (gated)", "DQN from scratch",
+                       "distillation (DAgger)"]
+    for entry in result["summary"][2:]:
+        assert entry["mean_return"]["n"] == 2 and entry["curve"]["steps"]
+    for seed in (0, 1):
+        run = _strict_load(out / "kickstart" / "CartPole-v1" / f"seed-{seed}.json")
+        assert all(episode % 2 == 1 for episode in run["eval_seeds"])  # held-out
+        gated = next(row for row in run["rows"] if row["method"] == "kickstart (gated)")
+        assert len(gated["history"]["eval_lambda"]) == len(gated["history"]["eval_steps"])
+    assert "| CartPole-v1 | kickstart (gated) |" in stdout
+    again = run_benchmark("kickstart.py", "--smoke", "--seeds", "0", "1", "--out", out,
+                          cwd=tmp_path)
+    assert again.count("reused") == 2

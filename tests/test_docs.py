@@ -36,6 +36,7 @@ TINY_FLAGS = {
     "distill": "--steps 400 --steps-per-round 200 --train-steps-per-round 20 "
                "--select-episodes 2 --eval-episodes 2",
     "evaluate": "--eval-episodes 2",
+    "kickstart": "--steps 400 --select-episodes 2 --eval-episodes 2",
     "demo": "--teacher-steps 300 --steps 400 --steps-per-round 200 --train-steps-per-round 20 "
             "--select-episodes 2 --eval-episodes 2",
 }
