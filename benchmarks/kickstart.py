@@ -28,9 +28,11 @@ Usage::
     python benchmarks/kickstart.py --report                    # tables of saved results
     python benchmarks/kickstart.py --smoke --out /tmp/ks-smoke # seconds: a check only
 
-Each seed is written to ``<out>/kickstart/<env>/seed-<s>.json`` as it finishes
-(so several processes may run disjoint seeds side by side; a rerun reuses the
-seeds saved with the same settings unless ``--fresh``); the summary goes to
+Each method of each seed is written to
+``<out>/kickstart/<env>/seed-<s>/<method>.json`` as it finishes (so several
+processes may run disjoint seeds or ``--methods`` side by side; a rerun
+reuses the rows saved with the same settings unless ``--fresh``); the
+summary of every saved row goes to
 ``<out>/kickstart/<env>.json`` and the plot to ``<out>/kickstart/<env>.png``.
 """
 
@@ -55,8 +57,8 @@ import rl  # noqa: E402  (the RL benchmark: strong teachers, statistics across s
 
 from tfkd.files import strict_json, write_json  # noqa: E402
 from tfkd.models import build_mlp, count_params  # noqa: E402
-from tfkd.rl import (DistillConfig, compare_policies, distill, env_spec,  # noqa: E402
-                     evaluate_policy, held_out_seeds, make_env, normalized_score,
+from tfkd.rl import (DistillConfig, ReturnStats, compare_policies, distill,  # noqa: E402
+                     env_spec, evaluate_policy, held_out_seeds, make_env, normalized_score,
                      random_policy, seed_everything)
 from tfkd.rl.dqn import DQNConfig, load_dqn_teacher, train_dqn  # noqa: E402
 from tfkd.rl.kickstart import SCHEDULES, KickstartConfig, kickstart  # noqa: E402
@@ -150,15 +152,48 @@ def weak_teacher_for(env_id: str, setup: Setup, out: str):
 # ----------------------------------------------------------------- one seed
 
 
-def run_seed(env_id: str, setup: Setup, teacher, seed: int, episodes: int) -> dict:
+def run_seed(env_id: str, setup: Setup, teacher, seed: int, episodes: int, folder: str,
+             settings: dict, methods, fresh: bool) -> None:
+    """Runs ``methods`` of one seed; each row is written to ``folder`` as it finishes.
+
+    ``<folder>/seed-<s>/<method>.json`` holds one method's row,
+    ``baselines.json`` the weak teacher's and the random policy's; a file with
+    the same settings is reused unless ``fresh``.
+    """
     spec = env_spec(make_env(env_id), env_id)
     seeds = held_out_seeds(seed, episodes)
-    teacher_return = evaluate_policy(env_id, teacher, seeds)
-    random_return = evaluate_policy(env_id, random_policy(spec.num_actions), seeds)
+    seed_folder = os.path.join(folder, f"seed-{seed}")
+    os.makedirs(seed_folder, exist_ok=True)
+
+    def saved(name):
+        path = os.path.join(seed_folder, f"{_slug(name)}.json")
+        if fresh or not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as file:
+            record = json.load(file)
+        return record if record.get("settings") == settings else None
+
+    def save(name, rows):
+        write_json(os.path.join(seed_folder, f"{_slug(name)}.json"),
+                   {"format": FORMAT, "settings": settings, "versions": rl.versions(),
+                    "seed": seed, "eval_seeds": list(seeds), "rows": rows})
+
+    baselines = saved("baselines")
+    if baselines is None:
+        teacher_return = evaluate_policy(env_id, teacher, seeds)
+        random_return = evaluate_policy(env_id, random_policy(spec.num_actions), seeds)
+        save("baselines", [_baseline_row("weak teacher", seed, count_params(teacher),
+                                         teacher_return, 1.0, 1.0),
+                           _baseline_row("random", seed, 0, random_return, 0.0, None)])
+        baselines = saved("baselines")
+    teacher_return, random_return = (
+        ReturnStats.from_returns(row["returns"], seeds) for row in baselines["rows"])
     budget = setup.student.total_env_steps
     dqn_config = dataclasses.replace(setup.student, seed=seed, progress=False)
-    rows = []
-    for method in RUN_ORDER:
+    for method in methods:
+        if saved(method) is not None:
+            print(f"  seed {seed} {method}: saved, reused", flush=True)
+            continue
         seed_everything(seed)  # the same initial weights for every method of this seed
         network = build_mlp(spec.observation_shape, spec.num_actions,
                             setup.student.hidden_units, name="student")
@@ -183,45 +218,49 @@ def run_seed(env_id: str, setup: Setup, teacher, seed: int, episodes: int) -> di
         seconds = time.perf_counter() - start
         comparison = compare_policies(env_id, teacher, network, seeds, teacher_return=teacher_return,
                                       random_return=random_return, measure_latency=False)
-        rows.append({
+        save(method, [{
             "method": method, "seed": seed, "params": count_params(network),
             "mean_return": comparison.student.mean, "std_return": comparison.student.std,
             "ci95": list(comparison.student.ci95),
             "normalized_score": comparison.normalized_score, "agreement": comparison.agreement,
             "wall_time_s": seconds, "curve_steps": [int(s) for s in curve[0]],
             "curve_returns": list(curve[1]), "history": history.as_dict(),
-        })
+        }])
         print(f"  seed {seed} {method}: return {comparison.student.mean:.1f}, score "
               f"{rl._fmt(comparison.normalized_score, 3)}, {seconds:.0f} s", flush=True)
-    rows.sort(key=lambda row: METHODS.index(row["method"]))
-    rows.insert(0, {"method": "weak teacher", "seed": seed, "params": count_params(teacher),
-                    "mean_return": teacher_return.mean, "std_return": teacher_return.std,
-                    "ci95": list(teacher_return.ci95), "normalized_score": 1.0,
-                    "agreement": 1.0, "wall_time_s": None})
-    rows.insert(1, {"method": "random", "seed": seed, "params": 0,
-                    "mean_return": random_return.mean, "std_return": random_return.std,
-                    "ci95": list(random_return.ci95), "normalized_score": 0.0,
-                    "agreement": None, "wall_time_s": None})
-    return {"seed": seed, "eval_seeds": list(seeds), "rows": rows}
+
+
+def _baseline_row(name, seed, params, stats, score, agreement) -> dict:
+    return {"method": name, "seed": seed, "params": params, "mean_return": stats.mean,
+            "std_return": stats.std, "ci95": list(stats.ci95), "normalized_score": score,
+            "agreement": agreement, "wall_time_s": None, "returns": list(stats.returns)}
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "-").replace("(", "").replace(")", "")
 
 
 # ------------------------------------------------------------ aggregation
 
 
-def summarize(per_seed: list[dict], budget: int) -> list[dict]:
-    summary = rl.summarize([{**run, "rows": [{**row, "env_steps": 0} for row in run["rows"]]}
-                            for run in per_seed])
-    scratch_final = next(e for e in summary if e["method"] == SCRATCH)["mean_return"]["mean"]
-    for entry in summary:
-        entry.pop("env_steps")
-        rows = [next(r for r in run["rows"] if r["method"] == entry["method"])
-                for run in per_seed]
+def summarize(rows_by_method: dict[str, list[dict]], budget: int) -> list[dict]:
+    """One entry per method: means over the seeds that ran it, with 95% intervals."""
+    summary = []
+    for method, rows in rows_by_method.items():
+        entry = {"method": method, "seeds": [r["seed"] for r in rows],
+                 "params": rows[0]["params"]}
+        for name in ("mean_return", "normalized_score", "agreement", "wall_time_s"):
+            entry[name] = rl._across_seeds([r[name] for r in rows])
+        summary.append(entry)
+    scratch = next((e for e in summary if e["method"] == SCRATCH), None)
+    for entry, rows in zip(summary, rows_by_method.values()):
         if "curve_steps" not in rows[0]:
             entry["curve"] = entry["steps_to_scratch_final"] = None
             continue
         steps, returns = _mean_curve(rows)
         entry["curve"] = {"steps": steps, "mean_return": returns}
-        reached = [s for s, r in zip(steps, returns) if r >= scratch_final]
+        reached = [] if scratch is None else [
+            s for s, r in zip(steps, returns) if r >= scratch["mean_return"]["mean"]]
         entry["steps_to_scratch_final"] = (
             None if not reached else {"env_steps": reached[0], "fraction": reached[0] / budget})
     return summary
@@ -236,14 +275,14 @@ def _mean_curve(rows: list[dict]) -> tuple[list[int], list[float]]:
 
 
 def table(env_id: str, summary: list[dict]) -> str:
-    lines = ["| env | method | params | return, mean over seeds [95% CI] | normalised score "
-             "vs weak teacher [95% CI] | steps to DQN's final return | wall time (s) |",
-             "|" + "---|" * 7]
+    lines = ["| env | method | seeds | params | return, mean over seeds [95% CI] | normalised "
+             "score vs weak teacher [95% CI] | steps to DQN's final return | wall time (s) |",
+             "|" + "---|" * 8]
     for e in summary:
         reach = e.get("steps_to_scratch_final")
         reach_text = ("–" if e.get("curve") is None else "not reached" if reach is None
                       else f"{reach['env_steps']:,} ({reach['fraction']:.2f})")
-        lines.append(f"| {env_id} | {e['method']} | {e['params']:,} "
+        lines.append(f"| {env_id} | {e['method']} | {len(e['seeds'])} | {e['params']:,} "
                      f"| {rl._with_ci(e['mean_return'], 1)} "
                      f"| {rl._with_ci(e['normalized_score'], 3)} | {reach_text} "
                      f"| {rl._fmt_mean(e['wall_time_s'], 0)} |")
@@ -278,23 +317,14 @@ def plot(env_id: str, summary: list[dict], path: str) -> None:
 
 
 def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int,
-            fresh: bool, strong: bool) -> None:
+            fresh: bool, strong: bool, methods) -> None:
     teacher, description = weak_teacher_for(env_id, setup, out)
     folder = os.path.join(out, "kickstart", env_id)
-    os.makedirs(folder, exist_ok=True)
     settings = strict_json({"setup": setup.as_dict(), "episodes": episodes,
                             "teacher_best_return": description["best_return"]})
-    for seed in seeds:
-        path = os.path.join(folder, f"seed-{seed}.json")
-        if os.path.exists(path) and not fresh:
-            with open(path, encoding="utf-8") as file:
-                if json.load(file).get("settings") == settings:
-                    print(f"{env_id} seed {seed}: saved in {path}, reused", flush=True)
-                    continue
+    for seed in seeds if methods else ():
         print(f"{env_id} seed {seed}:", flush=True)
-        run = run_seed(env_id, setup, teacher, seed, episodes)
-        write_json(path, {"format": FORMAT, "settings": settings, "versions": rl.versions(),
-                          **run})
+        run_seed(env_id, setup, teacher, seed, episodes, folder, settings, methods, fresh)
     strong_score = _weak_vs_strong(env_id, teacher, out, episodes) if strong else None
     summarize_env(env_id, out, setup, settings, description, strong_score)
 
@@ -312,23 +342,28 @@ def _weak_vs_strong(env_id: str, weak, out: str, episodes: int) -> dict:
 
 
 def summarize_env(env_id, out, setup, settings, description, strong_score) -> dict | None:
-    paths = sorted(glob.glob(os.path.join(out, "kickstart", env_id, "seed-*.json")))
-    per_seed = []
+    """Summarises every saved row with these settings (seeds and methods found so far)."""
+    rows_by_method: dict[str, list[dict]] = {}
+    paths = glob.glob(os.path.join(out, "kickstart", env_id, "seed-*", "*.json"))
     for path in paths:
         with open(path, encoding="utf-8") as file:
-            run = json.load(file)
-        if run.get("settings") == settings:
-            per_seed.append(run)
-    if not per_seed:
+            record = json.load(file)
+        if record.get("settings") == settings:
+            for row in record["rows"]:
+                rows_by_method.setdefault(row["method"], []).append(row)
+    order = ("weak teacher", "random", *METHODS)
+    rows_by_method = {method: sorted(rows_by_method[method], key=lambda r: r["seed"])
+                      for method in order if method in rows_by_method}
+    if "weak teacher" not in rows_by_method:
         return None
-    per_seed.sort(key=lambda run: run["seed"])
-    result = {"format": FORMAT, "env": env_id, "seeds": [run["seed"] for run in per_seed],
+    seeds = [r["seed"] for r in rows_by_method["weak teacher"]]
+    result = {"format": FORMAT, "env": env_id, "seeds": seeds,
               "episodes": settings["episodes"], "settings": settings,
               "weak_teacher": {"best_selection_return": description["best_return"],
                                "env_steps": description["history"]["env_steps"],
                                "vs_strong": strong_score},
               "versions": rl.versions(),
-              "summary": summarize(per_seed, setup.student.total_env_steps)}
+              "summary": summarize(rows_by_method, setup.student.total_env_steps)}
     write_json(os.path.join(out, "kickstart", f"{env_id}.json"), result)
     plot(env_id, result["summary"], os.path.join(out, "kickstart", f"{env_id}.png"))
     return result
@@ -368,6 +403,10 @@ def main(argv=None) -> None:
     parser.add_argument("--fresh", action="store_true", help="rerun saved seeds")
     parser.add_argument("--report", action="store_true", help="only print saved results")
     parser.add_argument("--smoke", action="store_true", help="seconds: a check only")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
+                        help=f"run only these (default: all): {', '.join(METHODS)}")
+    parser.add_argument("--summarize", action="store_true",
+                        help="run nothing: summarise the rows saved so far (table, JSON, plot)")
     parser.add_argument("--no-strong", action="store_true",
                         help="skip scoring the weak teacher against the strong one (for "
                              "processes that run some of the seeds side by side)")
@@ -387,7 +426,8 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         for env_id in env_ids:
             run_env(env_id, setups[env_id], args.out, args.seeds, args.episodes, args.fresh,
-                    strong=env_id == "LunarLander-v3" and not (args.smoke or args.no_strong))
+                    strong=env_id == "LunarLander-v3" and not (args.smoke or args.no_strong),
+                    methods=() if args.summarize else args.methods or RUN_ORDER)
         print(f"\ntotal wall time {time.perf_counter() - start:.0f} s (results in {args.out})")
     report(args.out, env_ids)
 

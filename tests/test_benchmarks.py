@@ -90,11 +90,15 @@ def test_kickstart_smoke(tmp_path):
     for entry in result["summary"][2:]:
         assert entry["mean_return"]["n"] == 2 and entry["curve"]["steps"]
     for seed in (0, 1):
-        run = _strict_load(out / "kickstart" / "CartPole-v1" / f"seed-{seed}.json")
+        run = _strict_load(out / "kickstart" / "CartPole-v1" / f"seed-{seed}" /
+                           "kickstart-gated.json")
         assert all(episode % 2 == 1 for episode in run["eval_seeds"])  # held-out
-        gated = next(row for row in run["rows"] if row["method"] == "kickstart (gated)")
+        (gated,) = run["rows"]
         assert len(gated["history"]["eval_lambda"]) == len(gated["history"]["eval_steps"])
     assert "| CartPole-v1 | kickstart (gated) |" in stdout
+    # a rerun reuses every saved row (6 methods x 2 seeds); --report prints the table
     again = run_benchmark("kickstart.py", "--smoke", "--seeds", "0", "1", "--out", out,
                           cwd=tmp_path)
-    assert again.count("reused") == 2
+    assert again.count("reused") == 12
+    report = run_benchmark("kickstart.py", "--report", "--out", out, cwd=tmp_path)
+    assert "| CartPole-v1 | distillation (DAgger) |" in report
