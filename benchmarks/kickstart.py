@@ -275,9 +275,9 @@ def _mean_curve(rows: list[dict]) -> tuple[list[int], list[float]]:
 
 
 def table(env_id: str, summary: list[dict]) -> str:
-    lines = ["| env | method | seeds | params | return, mean over seeds [95% CI] | normalised "
-             "score vs weak teacher [95% CI] | steps to DQN's final return | wall time (s) |",
-             "|" + "---|" * 8]
+    header = ("| env | method | seeds | params | return, mean over seeds [95% CI] | normalised "
+              "score vs weak teacher [95% CI] | steps to DQN's final return | wall time (s) |")
+    lines = [header, "|" + "---|" * 8]
     for e in summary:
         reach = e.get("steps_to_scratch_final")
         reach_text = ("–" if e.get("curve") is None else "not reached" if reach is None
@@ -331,14 +331,22 @@ def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int
 
 def _weak_vs_strong(env_id: str, weak, out: str, episodes: int) -> dict:
     """The weak teacher's normalised score against the strong teacher of benchmarks/rl.py."""
+    path = os.path.join(out, "kickstart", f"{env_id}-weak-vs-strong.json")
+    if os.path.exists(path):  # measured once per results folder
+        with open(path, encoding="utf-8") as file:
+            saved = json.load(file)
+        if saved.get("episodes") == episodes:
+            return saved
     strong, _ = rl.teacher_for(env_id, rl.SETUPS[env_id], out)
     seeds = held_out_seeds(0, episodes)
     spec = env_spec(make_env(env_id), env_id)
     weak_r, strong_r, random_r = (evaluate_policy(env_id, p, seeds).mean for p in (
         weak, strong, random_policy(spec.num_actions)))
-    return {"weak_return": weak_r, "strong_return": strong_r, "random_return": random_r,
-            "weak_score_vs_strong": normalized_score(weak_r, random_r, strong_r),
-            "eval_seeds": "held_out_seeds(0, episodes)"}
+    result = {"weak_return": weak_r, "strong_return": strong_r, "random_return": random_r,
+              "weak_score_vs_strong": normalized_score(weak_r, random_r, strong_r),
+              "episodes": episodes, "eval_seeds": list(seeds)}
+    write_json(path, result)
+    return result
 
 
 def summarize_env(env_id, out, setup, settings, description, strong_score) -> dict | None:

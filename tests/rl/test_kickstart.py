@@ -13,8 +13,15 @@ from tfkd.models import build_mlp
 from tfkd.rl import evaluation
 from tfkd.rl.dqn import DQNConfig, DQNHistory, _make_update, train_dqn
 from tfkd.rl.envs import EnvSpec
-from tfkd.rl.kickstart import (DistillationTerm, KickstartConfig, distillation_loss,
-                               exponential_decay, kickstart, linear_decay, performance_gate)
+from tfkd.rl.kickstart import (
+    DistillationTerm,
+    KickstartConfig,
+    distillation_loss,
+    exponential_decay,
+    kickstart,
+    linear_decay,
+    performance_gate,
+)
 
 TINY = DQNConfig(env_id="CartPole-v1", hidden_units=(32,), total_env_steps=6_000, num_envs=4,
                  learning_starts=200, buffer_capacity=6_000, batch_size=64, train_every=16,
