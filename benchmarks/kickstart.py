@@ -17,8 +17,9 @@ For each environment (LunarLander-v3, CartPole-v1):
 
 The table gives the mean over seeds with a 95% bootstrap interval over seeds;
 "steps to DQN's final" is the first evaluation step at which the method's
-mean selection-episode return (over seeds) reaches the from-scratch DQN's final
-held-out mean, as a fraction of the budget. The plot shows the selection-
+learning curve (selection-episode return of the current weights, mean over
+seeds) reaches the from-scratch DQN's final point on its own curve, as a
+fraction of the budget. The plot shows the selection-
 episode return against env steps, mean over seeds.
 
 Usage::
@@ -252,15 +253,19 @@ def summarize(rows_by_method: dict[str, list[dict]], budget: int) -> list[dict]:
         for name in ("mean_return", "normalized_score", "agreement", "wall_time_s"):
             entry[name] = rl._across_seeds([r[name] for r in rows])
         summary.append(entry)
-    scratch = next((e for e in summary if e["method"] == SCRATCH), None)
-    for entry, rows in zip(summary, rows_by_method.values()):
-        if "curve_steps" not in rows[0]:
+    # DQN's final return on its own learning curve (the last evaluation, mean over
+    # seeds): each curve is compared with it, measured the same way.
+    curves = {method: _mean_curve(rows) for method, rows in rows_by_method.items()
+              if "curve_steps" in rows[0]}
+    scratch_final = curves[SCRATCH][1][-1] if SCRATCH in curves else None
+    for entry in summary:
+        if entry["method"] not in curves:
             entry["curve"] = entry["steps_to_scratch_final"] = None
             continue
-        steps, returns = _mean_curve(rows)
+        steps, returns = curves[entry["method"]]
         entry["curve"] = {"steps": steps, "mean_return": returns}
-        reached = [] if scratch is None else [
-            s for s, r in zip(steps, returns) if r >= scratch["mean_return"]["mean"]]
+        reached = [] if scratch_final is None else [
+            s for s, r in zip(steps, returns) if r >= scratch_final]
         entry["steps_to_scratch_final"] = (
             None if not reached else {"env_steps": reached[0], "fraction": reached[0] / budget})
     return summary
