@@ -113,3 +113,32 @@ def test_deploy_smoke(tmp_path):
         assert len(row["latency_us_b1"]["runs"]) == 2
     assert rows["tflite"]["agreement"] == 1.0
     assert "| tflite-int8 |" in stdout
+
+
+def test_kickstart_smoke(tmp_path):
+    out = tmp_path / "results"
+    stdout = run_benchmark("kickstart.py", "--smoke", "--seeds", "0", "1", "--out", out,
+                           cwd=tmp_path)
+    assert (out / "teachers" / "CartPole-v1-weak-32x32" / "teacher.json").is_file()
+    assert (out / "kickstart" / "CartPole-v1.png").is_file()
+    result = _strict_load(out / "kickstart" / "CartPole-v1.json")
+    assert result["seeds"] == [0, 1]
+    methods = [entry["method"] for entry in result["summary"]]
+    assert methods == ["weak teacher", "random", "kickstart (constant)", "kickstart (linear)",
+                       "kickstart (exponential)", "kickstart (gated)", "DQN from scratch",
+                       "distillation (DAgger)"]
+    for entry in result["summary"][2:]:
+        assert entry["mean_return"]["n"] == 2 and entry["curve"]["steps"]
+    for seed in (0, 1):
+        run = _strict_load(out / "kickstart" / "CartPole-v1" / f"seed-{seed}" /
+                           "kickstart-gated.json")
+        assert all(episode % 2 == 1 for episode in run["eval_seeds"])  # held-out
+        (gated,) = run["rows"]
+        assert len(gated["history"]["eval_lambda"]) == len(gated["history"]["eval_steps"])
+    assert "| CartPole-v1 | kickstart (gated) |" in stdout
+    # a rerun reuses every saved row (6 methods x 2 seeds); --report prints the table
+    again = run_benchmark("kickstart.py", "--smoke", "--seeds", "0", "1", "--out", out,
+                          cwd=tmp_path)
+    assert again.count("reused") == 12
+    report = run_benchmark("kickstart.py", "--report", "--out", out, cwd=tmp_path)
+    assert "| CartPole-v1 | distillation (DAgger) |" in report

@@ -38,6 +38,7 @@ TINY_FLAGS = {
     "evaluate": "--eval-episodes 2",
     "export": "--eval-episodes 2 --latency-repeats 10 --finetune-steps 100 "
               "--train-steps-per-round 5 --select-episodes 1",
+    "kickstart": "--steps 400 --select-episodes 2 --eval-episodes 2",
     "demo": "--teacher-steps 300 --steps 400 --steps-per-round 200 --train-steps-per-round 20 "
             "--select-episodes 2 --eval-episodes 2",
 }

@@ -1,4 +1,4 @@
-"""The subcommands of ``tfkd``: train-teacher, distill, evaluate, demo.
+"""The subcommands of ``tfkd``: train-teacher, distill, evaluate, demo, kickstart.
 
 Each takes the parsed arguments and the locked ``--out`` folder (or None),
 returns the exit status, and raises :class:`~tfkd.cli.output.CliError` for a
@@ -26,7 +26,8 @@ from tfkd.cli.report import Row
 from tfkd import losses as tfkd_losses
 from tfkd.distillation import TeacherEnsemble
 from tfkd.models import (ATARI_TEACHER_DENSE_UNITS, MINATAR_TEACHER_DENSE_UNITS,
-                         TEACHER_HIDDEN_UNITS, build_multi_task_student, build_student,
+                         STUDENT_HIDDEN_UNITS, TEACHER_HIDDEN_UNITS,
+                         build_multi_task_student, build_student,
                          build_teacher, count_params, task_model)
 from tfkd.rl.loops import (DistillConfig, MultiTaskHistory, distill_multi_task,
                            distill_student_driven, distill_teacher_driven)
@@ -140,6 +141,59 @@ def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
                                  os.path.join(folder, TEACHER_FOLDER) if folder else None)
         print("\nteacher trained; distilling (student-driven) ...")
         return _distill(distill_args, teacher, args.env, folder, start)
+
+
+# ------------------------------------------------------------ kickstarting
+
+
+def kickstart(args: argparse.Namespace, out: OutputDir | None) -> int:
+    """``tfkd kickstart``: a DQN student with a scheduled distillation term to a saved teacher.
+
+    The student's DQN settings are ``train-teacher``'s (:func:`_dqn_config`);
+    keep-best and the gated schedule use the selection episodes, the report the
+    held-out ones.
+    """
+    from tfkd.rl.dqn import DISTILLATION_LOG_KEYS
+    from tfkd.rl.kickstart import KickstartConfig, kickstart as kickstart_student
+
+    seed_everything(args.seed)
+    start = time.perf_counter()
+    teacher, env_id = load_teacher(args.teacher, args.env)
+    spec = _env_spec(env_id)
+    student = build_student(spec.observation_shape, spec.num_actions, atari=is_atari(env_id),
+                            hidden_units=args.student_hidden)
+    dqn_args = argparse.Namespace(**{**vars(args), "env": env_id, "backend": "keras",
+                                     "hidden": args.student_hidden, "target_return": None,
+                                     "csv": None})
+    config = dataclasses.replace(
+        _dqn_config(dqn_args), hidden_units=tuple(args.student_hidden or STUDENT_HIDDEN_UNITS),
+        callbacks=[RoundCSVLogger(args.csv, keys=DQN_LOG_KEYS + DISTILLATION_LOG_KEYS,
+                                  index_name="evaluation")] if args.csv else ())
+    kick = KickstartConfig(schedule=args.schedule, coefficient=args.coefficient,
+                           temperature=args.temperature, offline_env_steps=args.offline_steps,
+                           offline_updates=args.offline_updates)
+    print(f"kickstarting {env_id} ({args.schedule} λ, {args.steps} env steps) ...", flush=True)
+    history = _library_call(kickstart_student, teacher, student, config, kick)
+    eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
+    comparison = compare_policies(env_id, teacher, student, eval_seeds)
+    seconds = time.perf_counter() - start
+    rows = _comparison_rows(comparison)
+    note = (f"kept the student of env step {history.best_step}: the best return on "
+            f"{args.select_episodes} selection episodes (seeds disjoint from the reported ones).")
+    report.print_table(env_id, [*rows.values(), _random_row(comparison.random, rows["teacher"])],
+                       comparison.agreement, seconds, note=note)
+    run_config = {**_config(args), "dqn_config": config.as_dict(),
+                  "kickstart_config": kick.as_dict()}
+    results = report.results_dict(
+        env_id, args.seed, eval_seeds, run_config, rows, comparison.random,
+        comparison.agreement, mode=f"kickstart ({args.schedule})",
+        kept_env_step=history.best_step, history=history.as_dict(), wall_time_s=seconds)
+    if out:
+        with out.staging() as folder:
+            student.save(os.path.join(folder, STUDENT_FILE))
+            report.write_results(folder, results)
+        print(f"results and student written to {out.path}")
+    return 0
 
 
 # ------------------------------------------------------------ teacher training

@@ -19,6 +19,8 @@ DISTILLATION_LOSSES = ("soft_target_kl", "q_value_kl", "greedy_action_nll", "mse
 # tfkd.distillation.ensemble.COMBINATIONS, repeated: the parser imports no TensorFlow.
 COMBINATIONS = ("mean", "most_confident")
 
+KICKSTART_SCHEDULES = ("constant", "linear", "exponential", "gated")  # tfkd.rl.kickstart
+
 
 class _Parser(argparse.ArgumentParser):
     """Reports a bad argument as one line (exit status 2), not usage plus message."""
@@ -263,6 +265,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--quiet", action="store_true", help="no progress lines")
     sub.set_defaults(command="export")
     # ---- end export
+
+    # kickstart: one block (subcommands added beside it stay separate for merges)
+    sub = commands.add_parser("kickstart", help="DQN student + scheduled distillation to a "
+                              "teacher (can pass it)",
+                              description="Train a small DQN student on its own TD loss plus "
+                              "λ_t times a distillation loss to a saved teacher (kickstarting, "
+                              "QDagger), so it can pass an imperfect teacher; the best "
+                              "evaluation on the selection episodes is kept.")
+    _add_common(sub, env_default=None, out_help="folder for results.json, the learning curve "
+                "and student.keras")
+    _add_teacher(sub)
+    sub.add_argument("--steps", type=positive_int, default=50_000,
+                     help="env steps of the student's training, the offline phase included "
+                          "(default: %(default)s)")
+    sub.add_argument("--schedule", choices=KICKSTART_SCHEDULES, default="linear",
+                     help="λ_t: constant, linear or exponential decay, or gated by the "
+                          "student's normalised score on the selection episodes "
+                          "(default: %(default)s)")
+    sub.add_argument("--coefficient", type=positive_float, default=3.0,
+                     help="λ's scale (QDagger: %(default)s)")
+    sub.add_argument("--temperature", type=positive_float, default=0.1,
+                     help="temperature of the teacher's and student's softmax (QDagger: "
+                          "%(default)s)")
+    sub.add_argument("--offline-steps", type=_int_at_least(0), default=0,
+                     help="env steps of teacher-collected data before the online phase "
+                          "(default: %(default)s, no offline phase)")
+    sub.add_argument("--offline-updates", type=_int_at_least(0), default=0,
+                     help="gradient steps on the offline data (default: %(default)s)")
+    sub.add_argument("--student-hidden", type=hidden_units, default=None,
+                     help="student hidden layer sizes (default: tfkd.models' student default)")
+    sub.add_argument("--select-episodes", type=positive_int, default=10,
+                     help="episodes of each evaluation during training, on selection seeds: "
+                          "keep-best and the gate use them, the report never "
+                          "(default: %(default)s)")
+    _add_checkpoint_and_tensorboard(sub, "training")
+    sub.set_defaults(command="kickstart")
     return parser
 
 

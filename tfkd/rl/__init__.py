@@ -1,5 +1,6 @@
 """Reinforcement-learning side of tfkd: environments, rollouts, datasets,
-distillation loops, evaluation, and a compact DQN baseline.
+distillation loops, evaluation, a compact DQN and kickstarting (DQN plus a
+scheduled distillation term).
 
 Needs gymnasium only (no TF-Agents). Teachers are any callable mapping a batch
 of observations to logits or Q-values.
@@ -24,6 +25,8 @@ from tfkd.rl.loops import (
     distill_teacher_driven,
 )
 from tfkd.rl.dqn import DQNConfig, DQNHistory, train_dqn
+# Binds the module too: rl.kickstart.kickstart(...), like rl.dqn.train_dqn.
+from tfkd.rl.kickstart import KickstartConfig
 from tfkd.rl.envs import (
     EnvSpec,
     check_discrete,
@@ -73,6 +76,7 @@ __all__ = [
     "MultiTaskHistory",
     "EnvSpec",
     "EpsilonGreedyPolicy",
+    "KickstartConfig",
     "GreedyPolicy",
     "MixturePolicy",
     "NetworkOutputs",

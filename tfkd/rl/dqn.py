@@ -24,6 +24,10 @@ initial weights are the caller's: build it after seeding (``keras.utils.
 set_random_seed(config.seed)``) for a reproducible teacher. A resumed run
 restarts the episodes that were running when it stopped (env states are not
 checkpointed), so it is reproducible but not identical to an uninterrupted one.
+
+Kickstarting (:mod:`tfkd.rl.kickstart`) is this DQN with one extra loss: given
+a ``distillation`` term, each update minimises ``L_TD + λ_t · L_distill`` to a
+teacher's Q-values; the TD loss, replay, target network and ε are the same code.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from tfkd.rl.seeding import derived_seed
 
 # The logs each evaluation hands to callbacks, in this order.
 LOG_KEYS = ("return", "return_std", "best_return", "env_steps", "loss", "epsilon")
+# ... and, with a distillation term (kickstarting), these too.
+DISTILLATION_LOG_KEYS = ("distillation_loss", "lambda", "normalized_score")
 
 
 @dataclass
@@ -198,6 +204,11 @@ class DQNHistory:
     eval_loss: list[float | None] = field(default_factory=list)
     eval_epsilon: list[float] = field(default_factory=list)
     selection_seeds: list[int] = field(default_factory=list)
+    # Kickstarting only (empty without a distillation term): per evaluation, the
+    # mean distillation loss, λ_t and the normalised score on the selection episodes.
+    eval_distillation_loss: list[float | None] = field(default_factory=list)
+    eval_lambda: list[float] = field(default_factory=list)
+    eval_normalized_score: list[float | None] = field(default_factory=list)
     best_return: float | None = None
     best_step: int | None = None
     wall_time_s: float = 0.0
@@ -240,19 +251,28 @@ class TrainingReporter:
         self.writer = (tf.summary.create_file_writer(config.tensorboard_dir)
                        if config.tensorboard_dir else None)
         self._losses: list[float] = []
+        self._distillation_losses: list[float] = []
 
-    def add_loss(self, loss: float) -> None:
-        if not np.isfinite(loss):
-            raise teacher_io.NonFiniteError(
-                f"the TD loss became {loss}: training diverged. Nothing was saved; lower the "
-                "learning rate or set max_grad_norm.")
+    def add_loss(self, loss: float, distillation_loss: float | None = None) -> None:
+        for name, value in (("TD loss", loss), ("distillation loss", distillation_loss)):
+            if value is not None and not np.isfinite(value):
+                raise teacher_io.NonFiniteError(
+                    f"the {name} became {value}: training diverged. Nothing was saved; lower "
+                    "the learning rate or set max_grad_norm.")
         self._losses.append(float(loss))
+        if distillation_loss is not None:
+            self._distillation_losses.append(float(distillation_loss))
 
     def take_mean_loss(self) -> float | None:
-        """Mean loss since the last call (None if no update ran)."""
+        """Mean TD loss since the last call (None if no update ran)."""
         mean = float(np.mean(self._losses)) if self._losses else None
         self._losses = []
         return mean
+
+    def take_mean_distillation_loss(self) -> float | None:
+        """Mean distillation loss since the last call (None if none ran)."""
+        values, self._distillation_losses = self._distillation_losses, []
+        return float(np.mean(values)) if values else None
 
     def train_begin(self) -> None:
         for callback in self.callbacks:
@@ -265,6 +285,12 @@ class TrainingReporter:
                 "best_return": history.best_return, "env_steps": history.eval_steps[-1],
                 "loss": float("nan") if loss is None else loss,
                 "epsilon": history.eval_epsilon[-1]}
+        if history.eval_lambda:
+            distillation_loss, score = (history.eval_distillation_loss[-1],
+                                        history.eval_normalized_score[-1])
+            logs.update({"distillation_loss": float("nan") if distillation_loss is None
+                         else distillation_loss, "lambda": history.eval_lambda[-1],
+                         "normalized_score": float("nan") if score is None else score})
         if self.writer is not None:
             with self.writer.as_default():
                 for name, value in logs.items():
@@ -337,7 +363,8 @@ class _State:
     last_checked: int | None = None  # env step of the last evaluation / checkpoint
 
 
-def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = None) -> DQNHistory:
+def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = None,
+              distillation: Any = None) -> DQNHistory:
     """Trains ``q_network`` in place with double DQN on ``config.env_id``.
 
     Args:
@@ -345,6 +372,9 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
             ``tfkd.models.build_mlp(..., hidden_units=config.hidden_units)``).
         config: the settings (see :class:`DQNConfig`).
         out_dir: save the teacher there (:func:`save_dqn_teacher`); None: don't.
+        distillation: a :class:`tfkd.rl.kickstart.DistillationTerm` (kickstarting:
+            ``L_TD + λ_t · L_distill`` per update, λ_t and the loss logged per
+            evaluation; see :func:`tfkd.rl.kickstart.kickstart`), or None: plain DQN.
 
     Returns:
         The training history; with ``keep_best`` the network ends with the
@@ -366,7 +396,8 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     target_network.set_weights(q_network.get_weights())
     optimizer = keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.max_grad_norm)
     optimizer.build(q_network.trainable_variables)
-    update = _make_update(q_network, target_network, optimizer, config.gamma, spec, config.double_q)
+    update = _make_update(q_network, target_network, optimizer, config.gamma, spec,
+                          config.double_q, distillation)
     rng = np.random.default_rng(config.seed)
     replay = _Replay(config.buffer_capacity, spec.observation_shape, spec.observation_dtype, rng)
     explore = EpsilonGreedyPolicy(GreedyPolicy(q_outputs), spec.num_actions, config.epsilon_initial)
@@ -375,7 +406,13 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     state.history.selection_seeds = list(seeds)
     checkpoint = (config.checkpoint_dir and files.latest_checkpoint(config.checkpoint_dir))
     if checkpoint:
-        state = _restore(checkpoint, config, q_network, target_network, optimizer, replay, rng)
+        state = _restore(checkpoint, config, q_network, target_network, optimizer, replay, rng,
+                         distillation)
+    elif distillation is not None:
+        state.step = distillation.offline_phase(config, replay, update, rng, spec)
+        state.next_train = max(state.next_train, state.step)
+    if distillation is not None:
+        distillation.observe(state.history)
     reporter = TrainingReporter(config, q_network)
     history, step = state.history, state.step
     returns = np.zeros(config.num_envs)
@@ -390,13 +427,21 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
         teacher_io.check_finite(q_network.get_weights(), f"the Q-network at env step {step}")
         if config.eval_episodes:
             stats = evaluation.evaluate_policy(config.env_id, GreedyPolicy(q_outputs), seeds)
-            if history.record_evaluation(step, stats, reporter.take_mean_loss(), explore.epsilon):
+            best = history.record_evaluation(step, stats, reporter.take_mean_loss(),
+                                             explore.epsilon)
+            if best:
                 state.best_weights = q_network.get_weights()
+            if distillation is not None:
+                history.eval_distillation_loss.append(reporter.take_mean_distillation_loss())
+                history.eval_lambda.append(distillation.weight(step))
+                history.eval_normalized_score.append(distillation.score(stats.mean))
+                distillation.observe(history)
             reporter.evaluation(history)
         state.last_checked = state.step = history.env_steps = step
         state.wall_time_s = history.wall_time_s = time.perf_counter() - start
         if config.checkpoint_dir:
-            _save_checkpoint(config, state, q_network, target_network, optimizer, replay, rng)
+            _save_checkpoint(config, state, q_network, target_network, optimizer, replay, rng,
+                             distillation)
 
     reporter.train_begin()
     try:
@@ -418,9 +463,12 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
                 returns[i] = 0.0
             while step >= state.next_train:
                 state.next_train += config.train_every
+                weight = tf.constant(distillation.weight(step) if distillation else 0.0)
                 for _ in range(config.gradient_steps):
-                    reporter.add_loss(float(update(*map(tf.constant,
-                                                        replay.sample(config.batch_size)))))
+                    td_loss, distillation_loss = update(
+                        *map(tf.constant, replay.sample(config.batch_size)), weight)
+                    reporter.add_loss(float(td_loss), float(distillation_loss)
+                                      if distillation is not None else None)
             if step >= state.next_target:
                 state.next_target += config.target_update_every
                 _update_target(q_network, target_network, config.target_update_tau)
@@ -460,7 +508,8 @@ def _update_target(q_network, target_network, tau):
                                     in zip(q_network.get_weights(), target_network.get_weights())])
 
 
-def _save_checkpoint(config, state, q_network, target_network, optimizer, replay, rng):
+def _save_checkpoint(config, state, q_network, target_network, optimizer, replay, rng,
+                     distillation=None):
     def write(folder):
         q_network.save_weights(os.path.join(folder, "q_network.weights.h5"))
         target_network.save_weights(os.path.join(folder, "target_network.weights.h5"))
@@ -474,17 +523,23 @@ def _save_checkpoint(config, state, q_network, target_network, optimizer, replay
             "next_target": state.next_target, "next_eval": state.next_eval,
             "has_best_weights": state.best_weights is not None,
             "wall_time_s": state.wall_time_s, "rng": rng.bit_generator.state,
-            "history": state.history.as_dict(), "config": config.as_dict()})
+            "history": state.history.as_dict(), "config": config.as_dict(),
+            "kickstart": distillation.config.as_dict() if distillation else None})
 
     files.save_checkpoint(config.checkpoint_dir, f"ckpt-{int(state.step)}", write, "ckpt-",
                           step=int(state.step))
 
 
-def _restore(folder, config, q_network, target_network, optimizer, replay, rng) -> _State:
+def _restore(folder, config, q_network, target_network, optimizer, replay, rng,
+             distillation=None) -> _State:
     try:
         with open(os.path.join(folder, "state.json"), encoding="utf-8") as file:
             saved = json.load(file)
         config.check_resumable(saved["config"])
+        ours = distillation.config.as_dict() if distillation else None
+        if saved.get("kickstart") != ours:
+            raise ValueError("it was written by a run with another distillation term "
+                             f"({saved.get('kickstart')} here: {ours})")
         q_network.load_weights(os.path.join(folder, "q_network.weights.h5"))
         target_network.load_weights(os.path.join(folder, "target_network.weights.h5"))
         values = files.read_array_list(os.path.join(folder, "optimizer.npz"))
@@ -541,16 +596,23 @@ def load_dqn_teacher(teacher_dir: str) -> tuple[keras.Model, dict]:
     return model, description
 
 
-def _make_update(q_network, target_network, optimizer, gamma, spec, double_q=True):
-    """One (double-)DQN gradient step, compiled once for a fixed signature."""
+def _make_update(q_network, target_network, optimizer, gamma, spec, double_q=True,
+                 distillation=None):
+    """One (double-)DQN gradient step, compiled once for a fixed signature.
+
+    ``update(s, a, r, s', terminated, weight)`` minimises ``L_TD + weight ·
+    distillation.loss(teacher(s), Q(s))`` (the second term only with a
+    ``distillation`` term) and returns ``(L_TD, L_distill)`` (0 without one).
+    """
     huber = keras.losses.Huber()
     observations_spec = tf.TensorSpec((None, *spec.observation_shape), spec.observation_dtype)
     scalars = tf.TensorSpec((None,), tf.float32)
 
     @tf.function(input_signature=[
-        observations_spec, tf.TensorSpec((None,), tf.int32), scalars, observations_spec, scalars
+        observations_spec, tf.TensorSpec((None,), tf.int32), scalars, observations_spec, scalars,
+        tf.TensorSpec((), tf.float32)
     ])
-    def update(observations, actions, rewards, next_observations, terminated):
+    def update(observations, actions, rewards, next_observations, terminated, weight=0.0):
         next_target_q = target_network(next_observations)
         if double_q:
             next_actions = tf.argmax(q_network(next_observations), axis=-1, output_type=tf.int32)
@@ -558,11 +620,16 @@ def _make_update(q_network, target_network, optimizer, gamma, spec, double_q=Tru
         else:
             next_values = tf.reduce_max(next_target_q, axis=-1)
         targets = rewards + gamma * (1.0 - terminated) * next_values
+        teacher_q = (tf.stop_gradient(tf.cast(distillation.teacher(observations), tf.float32))
+                     if distillation is not None else None)
         with tf.GradientTape() as tape:
-            q_values = tf.gather(q_network(observations, training=True), actions, batch_dims=1)
-            loss = huber(tf.stop_gradient(targets), q_values)
+            all_q = q_network(observations, training=True)
+            td_loss = huber(tf.stop_gradient(targets), tf.gather(all_q, actions, batch_dims=1))
+            distillation_loss = (distillation.loss(teacher_q, all_q) if distillation is not None
+                                 else tf.zeros((), td_loss.dtype))
+            loss = td_loss + weight * distillation_loss
         variables = q_network.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
+        return td_loss, distillation_loss
 
     return update
