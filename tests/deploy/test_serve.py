@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import exported
-from conftest import REPO, Server, running
+from serve_process import REPO, Server, running
 
 CONNECTIONS = 64
 
