@@ -328,6 +328,19 @@ class _Replay:
         self.cursor = (self.cursor + len(actions)) % self.capacity
         self.size = min(self.capacity, self.size + len(actions))
 
+    def step(self, env, observations, actions):
+        """Steps the vector env and stores the transitions; returns (next observations,
+        rewards, done). A finished episode's transition keeps its real final
+        observation (same-step autoreset has already reset the env), which a
+        truncated episode bootstraps from."""
+        next_observations, rewards, terminated, truncated, infos = env.step(actions)
+        done = np.logical_or(terminated, truncated)
+        final_observations = next_observations.copy()
+        if done.any():
+            final_observations[done] = np.stack(infos["final_obs"][done])
+        self.add(observations, actions, rewards, final_observations, terminated)
+        return next_observations, rewards, done
+
     def sample(self, batch_size):
         index = self.rng.integers(self.size, size=batch_size)
         return (self.observations[index], self.actions[index], self.rewards[index],
@@ -448,13 +461,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
         while step < config.total_env_steps and not _reached(config, history):
             explore.epsilon = 1.0 if step < config.learning_starts else config.epsilon(step)
             actions = explore(observations, rng)
-            next_observations, rewards, terminated, truncated, infos = env.step(actions)
-            done = np.logical_or(terminated, truncated)
-            final_observations = next_observations.copy()
-            if done.any():
-                final_observations[done] = np.stack(infos["final_obs"][done])
-            replay.add(observations, actions, rewards, final_observations, terminated)
-            observations = next_observations
+            observations, rewards, done = replay.step(env, observations, actions)
             returns += rewards
             step += config.num_envs
             for i in np.flatnonzero(done):

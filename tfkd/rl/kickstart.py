@@ -225,14 +225,7 @@ class DistillationTerm:
         try:
             observations, _ = env.reset(seed=int(rng.integers(2**31)))
             while taken < steps:
-                actions = teacher(observations, rng)
-                next_observations, rewards, terminated, truncated, infos = env.step(actions)
-                done = np.logical_or(terminated, truncated)
-                final = next_observations.copy()
-                if done.any():
-                    final[done] = np.stack(infos["final_obs"][done])
-                replay.add(observations, actions, rewards, final, terminated)
-                observations = next_observations
+                observations, _, _ = replay.step(env, observations, teacher(observations, rng))
                 taken += config.num_envs
         finally:
             env.close()
