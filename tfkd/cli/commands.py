@@ -37,7 +37,8 @@ from tfkd.rl.dqn import LOG_KEYS as DQN_LOG_KEYS
 from tfkd.rl.dqn import DQNConfig, train_dqn
 from tfkd.rl.dqn import load_dqn_teacher as load_keras_dqn_teacher
 from tfkd.rl.dqn import save_dqn_teacher as save_keras_dqn_teacher
-from tfkd.rl.envs import env_spec, is_atari, is_minatar, make_atari_env, make_env
+from tfkd.rl.envs import (check_fits, env_spec, is_atari, is_minatar, make_atari_env,
+                          make_env)
 from tfkd.rl.evaluation import (compare_policies, evaluate_policy, held_out_seeds,
                                 normalized_score, random_policy)
 from tfkd.rl.seeding import seed_everything
@@ -87,10 +88,10 @@ def distill(args: argparse.Namespace, out: OutputDir | None) -> int:
         with _staging(out) as folder:
             return _distill_multi_task(args, [t for t, _ in loaded], env_ids, folder, start)
     teacher = loaded[0][0]
-    if len(loaded) > 1:
-        temperature = tfkd_losses.get(args.loss, temperature=args.temperature)
+    if len(loaded) > 1:  # combined at the loss's temperature (1 for a loss without one)
+        loss = tfkd_losses.get(args.loss, temperature=args.temperature)
         teacher = TeacherEnsemble([t for t, _ in loaded], args.combine,
-                                  getattr(temperature, "temperature", 1.0))
+                                  getattr(loss, "temperature", 1.0))
     with _staging(out) as folder:
         return _distill(args, teacher, env_ids[0], folder, start)
 
@@ -283,14 +284,7 @@ def _distill(args: argparse.Namespace, teacher, env_id: str, folder: str | None,
     spec = _env_spec(env_id)
     student = build_student(spec.observation_shape, spec.num_actions, atari=is_atari(env_id),
                             hidden_units=args.student_hidden)
-    steps_per_round = min(args.steps_per_round, args.steps)
-    config = DistillConfig(
-        env_id=env_id, total_env_steps=args.steps, steps_per_round=steps_per_round,
-        train_steps_per_round=args.train_steps_per_round, eval_episodes=args.select_episodes,
-        seed=args.seed, progress=not args.quiet, num_envs=min(8, steps_per_round),
-        temperature=args.temperature, distillation_loss=args.loss,
-        target_return=args.target_return, keep_best=True, checkpoint_dir=args.checkpoint_dir,
-        tensorboard_dir=args.tensorboard, csv_path=args.csv)
+    config = _distill_config(args, env_id, target_return=args.target_return)
     eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
     history, comparison, interrupted = None, None, False
     print(f"distilling {env_id} ({args.mode}-driven, {args.steps} env steps) ...", flush=True)
@@ -339,14 +333,7 @@ def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
         build_multi_task_student,
         {env_id: (spec.observation_shape, spec.num_actions) for env_id, spec in specs.items()},
         trunk_units=args.student_hidden or MULTI_TASK_TRUNK_UNITS)
-    steps_per_round = min(args.steps_per_round, args.steps)
-    config = _library_call(
-        DistillConfig, env_id=tuple(env_ids), control=args.mode, total_env_steps=args.steps,
-        steps_per_round=steps_per_round, train_steps_per_round=args.train_steps_per_round,
-        eval_episodes=args.select_episodes, seed=args.seed, progress=not args.quiet,
-        num_envs=min(8, steps_per_round), temperature=args.temperature,
-        distillation_loss=args.loss, keep_best=True, checkpoint_dir=args.checkpoint_dir,
-        tensorboard_dir=args.tensorboard, csv_path=args.csv)
+    config = _distill_config(args, tuple(env_ids), control=args.mode)
     eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
     print(f"distilling {', '.join(env_ids)} into one student ({args.mode}-driven, {args.steps} "
           "env steps each) ...", flush=True)
@@ -361,7 +348,7 @@ def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
     except KeyboardInterrupt:
         interrupted = True
     seconds = time.perf_counter() - start
-    results = {env_id: None for env_id in env_ids}
+    measured = {}
     for env_id, teacher in zip(env_ids, teachers):
         comparison = tasks.get(env_id)
         if comparison is not None:
@@ -375,11 +362,11 @@ def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
                                               params=count_params(task_model(student, env_id)))
         report.print_table(env_id, [*rows.values(), _random_row(random, rows["teacher"])],
                            agreement)
-        results[env_id] = report.task_dict(env_id, rows, random, agreement)
-    combined = report.combined_dict(results, count_params(student))
+        measured[env_id] = report.task_dict(rows, random, agreement)
+    combined = report.combined_dict(measured, count_params(student))
     report.print_combined(combined, seconds, _kept_note(history, args, interrupted))
     results = report.multi_task_results_dict(
-        env_ids, args.seed, eval_seeds, _config(args, config), results, combined, interrupted,
+        env_ids, args.seed, eval_seeds, _config(args, config), measured, combined, interrupted,
         mode=f"{args.mode}-driven", kept_round=history.kept_round if history else None,
         history=history.as_dict() if history else None, wall_time_s=seconds)
     if folder:
@@ -389,6 +376,18 @@ def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
         print(f"results, plot and student {'so far ' if interrupted else ''}written to "
               f"{os.path.dirname(folder)}")
     return INTERRUPTED if interrupted else 0
+
+
+def _distill_config(args: argparse.Namespace, env_id, **settings) -> DistillConfig:
+    """The DistillConfig of ``distill``'s flags, for one env id or a tuple of them."""
+    steps_per_round = min(args.steps_per_round, args.steps)
+    return _library_call(
+        DistillConfig, env_id=env_id, total_env_steps=args.steps,
+        steps_per_round=steps_per_round, train_steps_per_round=args.train_steps_per_round,
+        eval_episodes=args.select_episodes, seed=args.seed, progress=not args.quiet,
+        num_envs=min(8, steps_per_round), temperature=args.temperature,
+        distillation_loss=args.loss, keep_best=True, checkpoint_dir=args.checkpoint_dir,
+        tensorboard_dir=args.tensorboard, csv_path=args.csv, **settings)
 
 
 def _kept_note(history, args, interrupted: bool) -> str:
@@ -495,16 +494,8 @@ def load_keras_model(path: str, role: str) -> keras.Model:
 
 
 def _check_fits(model: keras.Model, spec, what: str) -> None:
-    """Raises unless ``model`` maps ``spec``'s observations to one value per action."""
-    try:
-        inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
-    except (AttributeError, TypeError):  # several inputs or outputs
-        raise CliError(f"{what} must have one input and one output.") from None
-    if inputs != tuple(spec.observation_shape) or outputs != (spec.num_actions,):
-        raise CliError(
-            f"{what} takes observations {inputs} and gives {outputs} outputs, but "
-            f"{spec.env_id} has observations {tuple(spec.observation_shape)} and "
-            f"{spec.num_actions} actions.")
+    """Raises a :class:`CliError` unless ``model`` fits ``spec`` (:func:`check_fits`)."""
+    _library_call(check_fits, model, spec, what)
 
 
 def _env_spec(env_id: str):

@@ -115,13 +115,13 @@ def results_dict(env_id: str, seed: int, eval_seeds: Sequence[int], config: dict
         "episodes": len(eval_seeds),
         "config": config,
         "versions": versions(),
-        **task_dict(env_id, rows, random, agreement),
+        **task_dict(rows, random, agreement),
         "interrupted": interrupted,
         **extra,
     }
 
 
-def task_dict(env_id: str, rows: dict[str, Row | None], random: ReturnStats | None,
+def task_dict(rows: dict[str, Row | None], random: ReturnStats | None,
               agreement: float | None) -> dict:
     """One env's measurements: ``agreement``, ``random``, ``teacher``, ``student``."""
     return {

@@ -27,7 +27,7 @@ from tfkd import files
 from tfkd.deploy import convert, layout, runtime
 from tfkd.deploy.report import measure
 from tfkd.models import count_params
-from tfkd.rl.envs import env_spec, make_vector_env
+from tfkd.rl.envs import check_fits, env_spec, make_vector_env
 from tfkd.rl.evaluation import (ReturnStats, evaluate_policy, held_out_seeds, median_call_seconds,
                                 normalized_score, random_policy, selection_seeds)
 from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy
@@ -278,14 +278,7 @@ def _check_student(student, env_id: str):
         spec = env_spec(env, env_id)
     finally:
         env.close()
-    try:
-        inputs, outputs = tuple(student.input_shape[1:]), tuple(student.output_shape[1:])
-    except (AttributeError, TypeError):
-        raise ValueError("the student must be a Keras model with one input and one output")
-    if inputs != tuple(spec.observation_shape) or outputs != (spec.num_actions,):
-        raise ValueError(f"the student takes observations {inputs} and gives {outputs} "
-                         f"outputs, but {env_id} has observations "
-                         f"{tuple(spec.observation_shape)} and {spec.num_actions} actions")
+    check_fits(student, spec, "the student")
     return spec
 
 

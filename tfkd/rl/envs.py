@@ -231,3 +231,20 @@ def check_observations(observations: np.ndarray, spec: EnvSpec) -> np.ndarray:
             f"{', '.join(map(str, spec.observation_shape))}), got {observations.shape}."
         )
     return observations
+
+
+def check_fits(model, spec: EnvSpec, what: str = "the network") -> None:
+    """Raises unless the Keras ``model`` maps ``spec``'s observations to one value per action.
+
+    Raises:
+        ValueError: one line naming ``what``, its shapes and the env's.
+    """
+    try:
+        inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+    except (AttributeError, TypeError):  # several inputs or outputs
+        raise ValueError(f"{what} must have one input and one output.") from None
+    if inputs != tuple(spec.observation_shape) or outputs != (spec.num_actions,):
+        raise ValueError(
+            f"{what} takes observations {inputs} and gives {outputs} outputs, but "
+            f"{spec.env_id} has observations {tuple(spec.observation_shape)} and "
+            f"{spec.num_actions} actions.")

@@ -250,7 +250,6 @@ class MultiTaskHistory:
     """
 
     tasks: dict[str, DistillationHistory]
-    mean_normalized_score: list[float | None] = field(default_factory=list)
     kept_round: int = -1
     interrupted: bool = False
     resumed_from: int | None = None
@@ -266,7 +265,13 @@ class MultiTaskHistory:
 
     @property
     def num_rounds(self) -> int:
-        return len(self.mean_normalized_score)
+        return next(iter(self.tasks.values())).num_rounds
+
+    @property
+    def mean_normalized_score(self) -> list[float | None]:
+        """Per round, the tasks' mean normalised score (None where a task has none)."""
+        per_round = zip(*(history.normalized_score for history in self.tasks.values()))
+        return [None if None in scores else float(np.mean(scores)) for scores in per_round]
 
     @staticmethod
     def log_keys(env_ids: Sequence[str]) -> tuple[str, ...]:

@@ -68,7 +68,7 @@ from tfkd.models import task_model, task_names
 from tfkd.rl import checkpoint as checkpoints
 from tfkd.rl.callbacks import LOG_KEYS, RoundCSVLogger, RoundTensorBoard
 from tfkd.rl.datasets import DistillationBuffer
-from tfkd.rl.envs import check_discrete, env_spec, make_vector_env
+from tfkd.rl.envs import env_spec, make_vector_env
 from tfkd.rl.evaluation import (
     action_agreement,
     evaluate_policy,
@@ -180,8 +180,7 @@ class _Task:
 
     def __init__(self, index: int, env_id: str, env, teacher, student: keras.Model,
                  config: DistillConfig, rngs: dict[str, np.random.Generator]):
-        spec = env_spec(env, env_id)
-        check_discrete(env.single_action_space, env_id)
+        spec = env_spec(env, env_id)  # checks the action and observation spaces
         self.index, self.env_id, self.env = index, env_id, env
         self.num_actions = spec.num_actions
         self.teacher_outputs = network_outputs(teacher, spec.num_actions)
@@ -277,7 +276,6 @@ class _Run:
         )
         self.distiller.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         self.distiller.optimizer.build(self.distiller.trainable_variables)
-        self.mean_scores: list[float | None] = []
         self.plan = config.round_steps()
         shapes = [list(weight.shape) for weight in student.weights]
         self.settings = {**config.settings(), "student_weight_shapes": shapes}
@@ -299,7 +297,6 @@ class _Run:
         first = self.tasks[0].history
         return MultiTaskHistory(
             tasks={task.env_id: task.history for task in self.tasks},
-            mean_normalized_score=list(self.mean_scores),
             kept_round=first.kept_round,
             interrupted=first.interrupted,
             resumed_from=first.resumed_from,
@@ -397,8 +394,6 @@ class _Run:
         for task, record in zip(self.tasks, records):
             for name, value in {**record, "loss": loss, "wall_time_s": wall_time_s}.items():
                 getattr(task.history, name).append(value)
-        scores = [record["normalized_score"] for record in records]
-        self.mean_scores.append(None if None in scores else float(np.mean(scores)))
         self.finished_weights = self.student.get_weights()
         value = self._selection_value(round_index)
         if value is not None and value >= self.best_value:
@@ -409,7 +404,7 @@ class _Run:
     def _selection_value(self, round_index: int) -> float | None:
         """What keep-best maximises: the return (one task), the mean normalised score (several)."""
         if self.multi_task:
-            return self.mean_scores[round_index]
+            return self.result().mean_normalized_score[round_index]
         return self.tasks[0].history.student_return_mean[round_index]
 
     def _should_stop(self, round_index: int) -> bool:
@@ -426,7 +421,7 @@ class _Run:
             postfix.update(steps=str(record["env_steps"]), agree=f"{record['agreement']:.3f}",
                            ret="-" if mean is None else f"{mean:.1f}")
         else:
-            score = self.mean_scores[-1]
+            score = self.result().mean_normalized_score[-1]
             postfix["score"] = "-" if score is None else f"{score:.3f}"
         return postfix
 
@@ -472,7 +467,6 @@ class _Run:
             "fingerprint": self.fingerprint,
             "settings": self.settings,
             "tasks": task_states,
-            "mean_scores": self.mean_scores,
             "stopped": self.stopped,
             "best": {"value": _finite_or_none(self.best_value), "round": self.best_round},
             "rng": {name: rng.bit_generator.state for name, rng in self.rngs.items()},
@@ -503,7 +497,6 @@ class _Run:
             arrays = {name[len(prefix):]: array for name, array in saved.buffer_arrays.items()
                       if name.startswith(prefix)}
             task.buffer.set_state(arrays, task_state["buffer"])
-        self.mean_scores = list(state["mean_scores"])
         self.student.set_weights(saved.student_weights)
         self.finished_weights = saved.student_weights
         optimizer_variables = self.distiller.optimizer.variables
