@@ -123,6 +123,28 @@ def test_the_env_step_budget_is_never_exceeded(cartpole_teacher):
     assert history.env_steps == [200, 400, 496]
 
 
+@pytest.mark.parametrize("train_steps, expected", [(1, 1), (7, 7), (60, 30), (2_000, 50), (53, 1)])
+def test_steps_per_execution_divides_the_round(train_steps, expected):
+    assert loops_module.steps_per_execution(train_steps) == expected
+
+
+def test_each_round_makes_exactly_its_minibatch_updates(cartpole_teacher, monkeypatch):
+    # 60 updates a round run 30 per compiled call; Keras would round 64 up.
+    seen = []
+    original = loops_module._Run._round
+
+    def counting_round(run, round_index):
+        result = original(run, round_index)
+        seen.append(int(run.distiller.optimizer.iterations))
+        return result
+
+    monkeypatch.setattr(loops_module._Run, "_round", counting_round)
+    config = DistillConfig(total_env_steps=200, steps_per_round=100, train_steps_per_round=60,
+                           eval_episodes=0, progress=False)
+    distill(cartpole_teacher, fresh_student(), config)
+    assert seen == [60 * (k + 1) for k in range(len(config.round_steps()))]
+
+
 def test_configs_are_checked(cartpole_teacher):
     with pytest.raises(ValueError, match="steps_per_round"):
         DistillConfig(total_env_steps=10, steps_per_round=100)

@@ -27,6 +27,7 @@ from tfkd.rl import (
     random_policy,
     selection_seeds,
 )
+from tfkd.rl import rollouts
 from tfkd.rl.evaluation import MAX_EPISODES, MAX_SEED
 
 
@@ -60,6 +61,41 @@ def test_teacher_controlled_rollout_takes_the_teacher_actions(cartpole_teacher):
     rollout = collector.collect(mixture, num_steps=100)
     np.testing.assert_array_equal(rollout.actions, rollout.teacher_outputs.argmax(axis=1))
     env.close()
+
+
+def test_labelling_in_batches_matches_one_call(cartpole_teacher, monkeypatch):
+    monkeypatch.setattr(rollouts, "LABEL_BATCH", 7)
+    env = make_vector_env("CartPole-v1", 4)
+    collector = RolloutCollector(env, cartpole_teacher, seed=1)
+    rollout = collector.collect(AlwaysLeft(), num_steps=30)  # 32 states: 5 batches of 7, then 4
+    np.testing.assert_allclose(rollout.teacher_outputs,
+                               network_outputs(cartpole_teacher)(rollout.observations), rtol=1e-6)
+    assert rollout.teacher_outputs.dtype == np.float32
+    env.close()
+
+
+def test_greedy_mixture_acts_like_its_two_networks_called_apart(cartpole_teacher):
+    student = build_mlp((4,), 2, (8,))
+    observations = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
+    joint = MixturePolicy(GreedyPolicy(cartpole_teacher, 2), GreedyPolicy(student, 2), beta=0.4)
+    apart = MixturePolicy(AlwaysActs(GreedyPolicy(cartpole_teacher)),
+                          AlwaysActs(GreedyPolicy(student)), beta=0.4)
+    assert joint._both is not None and apart._both is None
+    actions = joint(observations, np.random.default_rng(5))
+    np.testing.assert_array_equal(actions, apart(observations, np.random.default_rng(5)))
+    teacher_actions = network_outputs(cartpole_teacher)(observations).argmax(1)
+    student_actions = network_outputs(student)(observations).argmax(1)
+    assert 0 < np.mean(actions == teacher_actions) < 1 and np.any(actions != student_actions)
+
+
+class AlwaysActs(Policy):
+    """A policy passed through: not a GreedyPolicy, so the mixture calls it on its own."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def __call__(self, observations, rng):
+        return self.policy(observations, rng)
 
 
 def test_evaluation_is_seeded_and_tells_good_from_bad(cartpole_teacher):

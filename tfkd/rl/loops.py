@@ -233,7 +233,10 @@ class _Task:
             self.teacher_outputs, self.student_outputs, self.visited)}
 
     def evaluate(self) -> dict[str, Any]:
-        stats = evaluate_policy(self.env_id, GreedyPolicy(self.student_outputs), self.seeds)
+        # A greedy policy draws nothing at random, so its episodes do not depend
+        # on how many run side by side: all at once, one network call a step.
+        stats = evaluate_policy(self.env_id, GreedyPolicy(self.student_outputs), self.seeds,
+                                num_envs=len(self.seeds))
         history = self.history
         return {
             "student_return_mean": stats.mean,
@@ -274,7 +277,8 @@ class _Run:
             distillation_loss=config.distillation_loss,
             temperature=config.temperature,
         )
-        self.distiller.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        self.distiller.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                               steps_per_execution=steps_per_execution(config.train_steps_per_round))
         self.distiller.optimizer.build(self.distiller.trainable_variables)
         self.plan = config.round_steps()
         shapes = [list(weight.shape) for weight in student.weights]
@@ -519,6 +523,19 @@ class _Run:
 # head get probability exp(MASKED_LOGIT - max) = 0 in both the teacher's and
 # the student's softmax, so they add nothing to the KL and get no gradient.
 MASKED_LOGIT = -1e9
+
+#: Most minibatch updates in one compiled call of the student's training step.
+MOST_STEPS_PER_EXECUTION = 50
+
+
+def steps_per_execution(train_steps: int, most: int = MOST_STEPS_PER_EXECUTION) -> int:
+    """The largest divisor of ``train_steps`` that is at most ``most``.
+
+    Keras runs that many minibatch updates per compiled call, which halves the
+    cost of a small student's update on CPU; it rounds an epoch up to a
+    multiple of it, so it must divide the round's updates exactly.
+    """
+    return max(d for d in range(1, min(most, train_steps) + 1) if train_steps % d == 0)
 
 
 def _pad_actions(outputs, width: int):

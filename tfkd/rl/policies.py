@@ -125,6 +125,15 @@ class MixturePolicy(Policy):
     def __init__(self, teacher: Policy, student: Policy, beta: float):
         self.teacher, self.student = teacher, student
         self.beta = beta
+        self._both = None
+        greedy = isinstance(teacher, GreedyPolicy) and isinstance(student, GreedyPolicy)
+        if greedy and teacher.outputs.num_actions == student.outputs.num_actions is not None:
+            # Both greedy on known widths: one compiled call gives both
+            # networks' outputs, so a mixed step costs one network call, not two.
+            networks = (teacher.outputs.network, student.outputs.network)
+            self._both = NetworkOutputs(
+                lambda x: tf.concat([tf.cast(network(x), tf.float32) for network in networks], -1),
+                2 * student.outputs.num_actions)
 
     @property
     def beta(self) -> float:
@@ -142,9 +151,13 @@ class MixturePolicy(Policy):
         if self._beta == 0.0:
             return self.student(observations, rng)
         teacher_acts = rng.random(len(observations)) < self._beta
-        return np.where(
-            teacher_acts, self.teacher(observations, rng), self.student(observations, rng)
-        )
+        if self._both is None:
+            return np.where(
+                teacher_acts, self.teacher(observations, rng), self.student(observations, rng)
+            )
+        both = self._both(observations)
+        teacher_outputs, student_outputs = np.split(both, 2, axis=-1)
+        return np.where(teacher_acts, teacher_outputs.argmax(-1), student_outputs.argmax(-1))
 
 
 class EpsilonGreedyPolicy(Policy):

@@ -4,6 +4,10 @@ visited state with the teacher's outputs.
 Labelling the states the *control* policy visits, whoever that is, is the one
 idea shared by teacher-driven (Rusu et al. 2016) and student-driven
 distillation (Ross et al. 2011; Czarnecki et al. 2019).
+
+The control policy acts once per vector step; the teacher labels the whole
+collection afterwards, in batches of :data:`LABEL_BATCH` states, so
+labelling costs a few large network calls instead of one small call per step.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import numpy as np
 
 from tfkd.rl.envs import check_observations, env_spec
 from tfkd.rl.policies import Network, Policy, network_outputs
+
+#: States the teacher labels per network call (bounds the memory of a call on frames).
+LABEL_BATCH = 4096
 
 
 @dataclass
@@ -70,13 +77,12 @@ class RolloutCollector:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
         num_envs = self.env.num_envs
-        observations, labels, actions, rewards = [], [], [], []
+        observations, actions, rewards = [], [], []
         returns, lengths = [], []
         for _ in range(-(-num_steps // num_envs)):
             obs = check_observations(self._observations, self.spec)
             action = np.asarray(policy(obs, self.rng), dtype=np.int64)
             observations.append(obs)
-            labels.append(self.teacher(obs))
             actions.append(action)
             self._observations, reward, terminated, truncated, _ = self.env.step(action)
             rewards.append(reward)
@@ -86,9 +92,10 @@ class RolloutCollector:
                 returns.append(float(self._returns[i]))
                 lengths.append(int(self._lengths[i]))
                 self._returns[i], self._lengths[i] = 0.0, 0
+        observations = np.concatenate(observations)
         rollout = Rollout(
-            observations=np.concatenate(observations),
-            teacher_outputs=np.concatenate(labels).astype(np.float32),
+            observations=observations,
+            teacher_outputs=self.label(observations),
             actions=np.concatenate(actions),
             rewards=np.concatenate(rewards).astype(np.float32),
             episode_returns=returns,
@@ -96,3 +103,10 @@ class RolloutCollector:
         )
         self.total_steps += rollout.num_steps
         return rollout
+
+    def label(self, observations: np.ndarray) -> np.ndarray:
+        """The teacher's outputs for ``observations``, float32, :data:`LABEL_BATCH` at a time."""
+        return np.concatenate([
+            self.teacher(observations[start:start + LABEL_BATCH])
+            for start in range(0, len(observations), LABEL_BATCH)
+        ]).astype(np.float32)
