@@ -3,7 +3,7 @@
 # TensorFlow 2.21 and the extras below. A second run with nothing changed
 # only re-runs the job. pyproject.toml holds every requirement and pin.
 PYTHON ?= python3
-EXTRAS := agents,box2d,atari,deploy,minatar,test
+EXTRAS := agents,box2d,atari,deploy,minatar,ray,test
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tfkd-installed

@@ -335,6 +335,7 @@ def test_tuple_and_dict_observation_spaces(capsys):
     (["evaluate", "--teacher", "/nonexistent/teacher.keras"], "--env is needed"),
     (["distill", "--teacher", "x", "--loss", "mse", "--temperature", "2"],
      "--temperature applies to"),
+    (["distill", "--teacher", "x", "--ray-address", "auto"], "--ray-address needs --workers"),
 ])
 def test_clear_errors(argv, message, capsys):
     assert message in _error_of(capsys, argv)
@@ -382,3 +383,10 @@ def test_a_rerun_with_the_checkpoint_dir_resumes_and_says_so(teacher_dir, tmp_pa
     assert again.returncode == 0, again.stderr
     assert re.search(r"resumed from .*: rounds 1-\d+ restored, 0 run now", again.stdout)
     assert _strict_load(tmp_path / "out" / "results.json")["student"] == results["student"]
+
+
+def test_workers_refuse_a_tf_agents_teacher_before_training(teacher_dir, capsys):
+    pytest.importorskip("ray")
+    message = _error_of(capsys, ["distill", "--teacher", teacher_dir, "--workers", "2",
+                                 "--steps", "200", "--steps-per-round", "100"])
+    assert "Keras 3 model" in message and "--backend keras" in message

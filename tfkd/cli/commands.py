@@ -33,6 +33,7 @@ from tfkd.rl.loops import (DistillConfig, MultiTaskHistory, distill_multi_task,
                            distill_student_driven, distill_teacher_driven)
 from tfkd.rl import teacher_io
 from tfkd.rl.callbacks import RoundCSVLogger
+from tfkd.rl.workers import require_ray
 from tfkd.rl.dqn import LOG_KEYS as DQN_LOG_KEYS
 from tfkd.rl.dqn import DQNConfig, train_dqn
 from tfkd.rl.dqn import load_dqn_teacher as load_keras_dqn_teacher
@@ -78,6 +79,13 @@ def distill(args: argparse.Namespace, out: OutputDir | None) -> int:
     """
     seed_everything(args.seed)
     _check_temperature(args)
+    if args.ray_address is not None and not args.workers:
+        raise CliError("--ray-address needs --workers.")
+    if args.workers:
+        try:
+            require_ray()
+        except ImportError as error:
+            raise CliError(str(error)) from None
     loaded = [load_teacher(path, args.env) for path in args.teacher]
     env_ids = [env_id for _, env_id in loaded]
     start = time.perf_counter()
@@ -136,7 +144,8 @@ def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
         select_episodes=TEACHER_SELECT_EPISODES, seed=args.seed, quiet=args.quiet)
     distill_args = argparse.Namespace(
         **vars(args), mode="student", student_hidden=None, loss="soft_target_kl",
-        temperature=1.0, target_return=args.student_target_return, checkpoint_dir=None, csv=None)
+        temperature=1.0, target_return=args.student_target_return, checkpoint_dir=None, csv=None,
+        workers=0, ray_address=None)
     with _staging(out) as folder:
         teacher = _train_teacher(teacher_args, spec,
                                  os.path.join(folder, TEACHER_FOLDER) if folder else None)
@@ -387,7 +396,8 @@ def _distill_config(args: argparse.Namespace, env_id, **settings) -> DistillConf
         eval_episodes=args.select_episodes, seed=args.seed, progress=not args.quiet,
         num_envs=min(8, steps_per_round), temperature=args.temperature,
         distillation_loss=args.loss, keep_best=True, checkpoint_dir=args.checkpoint_dir,
-        tensorboard_dir=args.tensorboard, csv_path=args.csv, **settings)
+        tensorboard_dir=args.tensorboard, csv_path=args.csv, workers=args.workers,
+        ray_address=args.ray_address, **settings)
 
 
 def _kept_note(history, args, interrupted: bool) -> str:

@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "temperature, or per state the most confident teacher's outputs "
                           "(default: %(default)s)")
     _add_distillation(sub)
+    sub.add_argument("--workers", type=_int_at_least(0), default=0,
+                     help="collect and label on this many Ray actors, each with its own envs "
+                          "(needs the ray extra and Keras teachers; default: 0, in this process)")
+    sub.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                     help="with --workers: the Ray cluster to join, e.g. auto or host:6379 "
+                          "(default: a local cluster started and stopped by tfkd)")
     _add_checkpoint_and_tensorboard(sub, "distillation")
     sub.set_defaults(command="distill")
 

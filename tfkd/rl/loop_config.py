@@ -19,7 +19,8 @@ from tfkd.rl.seeding import check_seed
 
 CONTROLS = ("teacher", "student")
 # Fields that do not change what a run computes: left out of the checkpoint fingerprint.
-WATCHING_FIELDS = ("progress", "checkpoint_dir", "callbacks", "tensorboard_dir", "csv_path")
+WATCHING_FIELDS = ("progress", "checkpoint_dir", "callbacks", "tensorboard_dir", "csv_path",
+                   "ray_address")
 
 
 @dataclass
@@ -55,7 +56,11 @@ class DistillConfig:
             β_i = p^(i-1)); β = 0 throughout is the "student-driven" setting
             that Czarnecki et al. 2019 recommend. Unused when the teacher acts.
         epsilon: probability of a uniformly random action by the control policy.
-        num_envs: environments stepped in parallel.
+        num_envs: environments stepped in parallel (by each worker, with workers).
+        workers: collect and label on this many Ray actors (:mod:`tfkd.rl.workers`;
+            the teacher and student must be Keras 3 models), or 0: in this process.
+        ray_address: with workers, the Ray cluster to join; None starts a
+            local one for the run and stops it after.
         eval_episodes: episodes of the greedy student evaluated after a round,
             on ``selection_seeds(seed, eval_episodes)`` (0: never).
         eval_every: evaluate every this many rounds (and after the last).
@@ -90,6 +95,8 @@ class DistillConfig:
     beta_min: float = 0.0
     epsilon: float = 0.0
     num_envs: int = 8
+    workers: int = 0
+    ray_address: str | None = None
     eval_episodes: int = 10
     eval_every: int = 1
     target_return: float | None = None
@@ -128,6 +135,8 @@ class DistillConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.eval_episodes < 0:
             raise ValueError(f"eval_episodes must be >= 0, got {self.eval_episodes}.")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be a non-negative integer, got {self.workers!r}.")
         if not self.num_envs <= self.steps_per_round <= self.total_env_steps:
             raise ValueError(
                 f"need num_envs ({self.num_envs}) <= steps_per_round ({self.steps_per_round}) "

@@ -53,6 +53,7 @@ so a rerun resumes after it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import replace
@@ -87,6 +88,7 @@ from tfkd.rl.policies import (
 )
 from tfkd.rl.rollouts import RolloutCollector
 from tfkd.rl.seeding import derived_seed, rng_streams, seed_everything
+from tfkd.rl.workers import RayCollectors, check_shippable, ray_cluster
 
 __all__ = [
     "DistillConfig",
@@ -182,6 +184,10 @@ class _Task:
                  config: DistillConfig, rngs: dict[str, np.random.Generator]):
         spec = env_spec(env, env_id)  # checks the action and observation spaces
         self.index, self.env_id, self.env = index, env_id, env
+        self.teacher, self.student = teacher, student
+        if config.workers:  # before anything runs: what cannot travel is an error now
+            check_shippable(teacher, "teacher")
+            check_shippable(student, "student")
         self.num_actions = spec.num_actions
         self.teacher_outputs = network_outputs(teacher, spec.num_actions)
         self.student_outputs = network_outputs(student, spec.num_actions)
@@ -202,21 +208,45 @@ class _Task:
             self.control = EpsilonGreedyPolicy(self.mixture, spec.num_actions, config.epsilon)
         self.seeds = selection_seeds(config.seed, config.eval_episodes) if config.eval_episodes else []
         self.history = DistillationHistory(selection_seeds=list(self.seeds))
-        self.collector: RolloutCollector | None = None
+        self.collector: RolloutCollector | RayCollectors | None = None
+        self._rollout = None  # a round's rollout between start_round and finish_round
         self.visited: np.ndarray | None = None  # the last round's observations
 
-    def start_collecting(self, seed: int, start_round: int) -> None:
-        # Task 0 keeps the single-task derivation, so one-task runs are unchanged.
-        keys = (start_round,) if self.index == 0 else (start_round, self.index)
-        self.collector = RolloutCollector(self.env, self.teacher_outputs,
-                                          seed=derived_seed(seed, *keys))
-        self.collector.rng = self.control_rng
+    def start_collecting(self, config: DistillConfig, start_round: int) -> None:
+        """Makes the collector of the rounds from ``start_round`` on: in this
+        process, or ``config.workers`` Ray actors."""
+        if config.workers:
+            self.collector = RayCollectors(
+                self.env_id, self.teacher, self.student, num_workers=config.workers,
+                num_envs=config.num_envs, epsilon=config.epsilon, seed=config.seed,
+                start_round=start_round, task_index=self.index)
+        else:
+            # Task 0 keeps the single-task derivation, so one-task runs are unchanged.
+            keys = (start_round,) if self.index == 0 else (start_round, self.index)
+            self.collector = RolloutCollector(self.env, self.teacher_outputs,
+                                              seed=derived_seed(config.seed, *keys))
+            self.collector.rng = self.control_rng
         self.collector.total_steps = self.history.env_steps[-1] if self.history.env_steps else 0
 
-    def collect(self, beta: float, num_steps: int) -> dict[str, Any]:
-        """One round's collection into the buffer; returns the round's record so far."""
+    def stop_collecting(self) -> None:
+        if isinstance(self.collector, RayCollectors):
+            self.collector.close()
+
+    def start_round(self, beta: float, num_steps: int) -> None:
+        """Starts one round's collection (on the workers it runs while the other tasks start)."""
         self.mixture.beta = beta
-        rollout = self.collector.collect(self.control, num_steps)
+        if isinstance(self.collector, RayCollectors):
+            self.collector.start(beta, num_steps)
+        else:
+            self._rollout = self.collector.collect(self.control, num_steps)
+
+    def finish_round(self) -> dict[str, Any]:
+        """Adds the round's labelled states to the buffer; returns the round's record so far."""
+        if isinstance(self.collector, RayCollectors):
+            rollout = self.collector.finish()
+        else:
+            rollout, self._rollout = self._rollout, None
+        beta = self.mixture.beta
         self.buffer.add(rollout.observations, rollout.teacher_outputs)
         self.visited = rollout.observations
         returns = rollout.episode_returns
@@ -317,16 +347,37 @@ class _Run:
         config = self.config
         start_round = self._restore() if config.checkpoint_dir is not None else 0
         callbacks = self._callbacks()
-        started = time.perf_counter() - self.wall_offset
         label = config.env_ids[0] if not self.multi_task else f"{len(self.tasks)} tasks"
         bar = tqdm(total=len(self.plan), initial=start_round, desc=f"distil {label}",
                    disable=not config.progress)
+        # Ray, when the run collects on workers: started for the run, or joined.
+        cluster = (ray_cluster(config.ray_address, config.workers * len(self.tasks))
+                   if config.workers else contextlib.nullcontext())
         try:
-            if start_round == 0 and config.eval_episodes:
-                for task in self.tasks:
-                    task.evaluate_baselines()
+            with cluster:
+                self._rounds(start_round, callbacks, bar)
+        except KeyboardInterrupt:
+            self._set_on_every_task(interrupted=True)
+            # Between rounds the state is that of the last finished round: keep it.
+            if config.checkpoint_dir is not None and not self.in_round:
+                if self.num_rounds - 1 > self.saved_round:
+                    self._save(self.num_rounds - 1)
+        finally:
+            bar.close()
+        self._keep_final_weights()
+        for callback in callbacks:
+            callback.on_train_end({})
+        return self.result()
+
+    def _rounds(self, start_round: int, callbacks, bar) -> None:
+        config = self.config
+        started = time.perf_counter() - self.wall_offset
+        if start_round == 0 and config.eval_episodes:
             for task in self.tasks:
-                task.start_collecting(config.seed, start_round)
+                task.evaluate_baselines()
+        try:
+            for task in self.tasks:
+                task.start_collecting(config, start_round)
             for round_index in range(start_round, len(self.plan)):
                 if self.stopped:
                     break
@@ -342,24 +393,16 @@ class _Run:
                     self._save(round_index)
                 bar.update(1)
                 bar.set_postfix(self._postfix(records, loss))
-        except KeyboardInterrupt:
-            self._set_on_every_task(interrupted=True)
-            # Between rounds the state is that of the last finished round: keep it.
-            if config.checkpoint_dir is not None and not self.in_round:
-                if self.num_rounds - 1 > self.saved_round:
-                    self._save(self.num_rounds - 1)
         finally:
-            bar.close()
-        self._keep_final_weights()
-        for callback in callbacks:
-            callback.on_train_end({})
-        return self.result()
+            for task in self.tasks:
+                task.stop_collecting()
 
     def _round(self, round_index: int) -> tuple[list[dict[str, Any]], float]:
         """Collects, trains and evaluates one round; returns each task's record and the loss."""
         config = self.config
-        records = [task.collect(config.beta(round_index), self.plan[round_index])
-                   for task in self.tasks]
+        for task in self.tasks:
+            task.start_round(config.beta(round_index), self.plan[round_index])
+        records = [task.finish_round() for task in self.tasks]
         shuffle_seed = int(self.rngs["shuffle"].integers(2**31))
         fit = self.distiller.fit(
             self._dataset(shuffle_seed),
