@@ -171,3 +171,17 @@ def test_a_student_of_two_teachers_follows_the_sure_one(make_cartpole_teacher, c
     result = compare_policies("CartPole-v1", sure, model, HELD_OUT)
     assert compare_policies("CartPole-v1", sure, unsure, HELD_OUT).normalized_score < 0.2
     assert result.normalized_score >= 0.9, result.as_dict()
+
+
+@pytest.mark.slow
+def test_multi_task_distillation_on_ray_workers(cartpole_teacher):
+    """Each task collects on its own two actors, the tasks side by side."""
+    pytest.importorskip("ray")
+    model = student()
+    history = distill_multi_task([cartpole_teacher, mountain_car_teacher()], model,
+                                 config(workers=2, num_envs=4))
+    for env_id, teacher in {"CartPole-v1": cartpole_teacher,
+                            "MountainCar-v0": mountain_car_teacher()}.items():
+        assert history.tasks[env_id].env_steps == [1000, 2000, 3000, 4000]
+        result = compare_policies(env_id, teacher, task_model(model, env_id), HELD_OUT)
+        assert result.normalized_score >= 0.9, (env_id, result.as_dict())
