@@ -8,7 +8,8 @@ in a student-driven round), labelling its states with the teacher, and the
 learner gathering the labelled arrays. For each worker count it reports:
 
 - env steps/s of a round of ``--steps`` env steps (median over ``--rounds``
-  rounds after a warm-up round) and its ratio to 1 worker;
+  rounds after a warm-up round) and its ratio to 1 worker, taken round by
+  round (the worker counts take turns, so a busy spell hits them alike);
 - the fixed cost of a round: a round of one vector step per actor
   (broadcast, scheduling, gather), median;
 - the per-actor cost of an env step (from the 1-worker rate) and the bytes
@@ -73,28 +74,51 @@ def in_process_rate(env_id, teacher, student, steps: int, rounds: int, num_envs:
     return steps / statistics.median(times)
 
 
-def worker_rates(env_id, teacher, student, workers: int, steps: int, rounds: int,
-                 num_envs: int) -> dict:
-    """One worker count: the round rate, the fixed cost of a round, the bytes per step."""
-    collectors = RayCollectors(env_id, teacher, student, num_workers=workers, num_envs=num_envs,
-                               epsilon=0.0, seed=0, start_round=0, task_index=0)
-    try:
-        def round_time(num_steps: int) -> tuple[float, int]:
-            started = time.perf_counter()
-            collectors.start(BETA, num_steps)
-            rollout = collectors.finish()
-            nbytes = rollout.observations.nbytes + rollout.teacher_outputs.nbytes
-            return time.perf_counter() - started, nbytes
+def round_time(collectors: RayCollectors, num_steps: int) -> tuple[float, int]:
+    """Seconds of one round of ``num_steps`` env steps, and the bytes it brought back."""
+    started = time.perf_counter()
+    collectors.start(BETA, num_steps)
+    rollout = collectors.finish()
+    return time.perf_counter() - started, rollout.observations.nbytes + rollout.teacher_outputs.nbytes
 
-        round_time(steps)  # warm-up: actors start, networks trace
-        timed = [round_time(steps) for _ in range(rounds)]
-        fixed = [round_time(workers * num_envs)[0] for _ in range(rounds)]
+
+def worker_rates(env_id, teacher, student, args) -> list[dict]:
+    """Every worker count's round rate, fixed round cost and bytes per step.
+
+    A pool of actors per worker count is started first; then each of
+    ``--rounds`` repeats times one round of every pool in turn, so a busy
+    spell of the machine hits every worker count alike, and the speed-up over
+    one worker is taken repeat by repeat.
+    """
+    pools = {workers: RayCollectors(env_id, teacher, student, num_workers=workers,
+                                    num_envs=args.num_envs, epsilon=0.0, seed=0, start_round=0,
+                                    task_index=0)
+             for workers in args.workers}
+    try:
+        for pool in pools.values():
+            round_time(pool, args.steps)  # warm-up: actors start, networks trace
+        times = {workers: [] for workers in pools}
+        fixed = {workers: [] for workers in pools}
+        for _ in range(args.rounds):
+            for workers, pool in pools.items():
+                seconds, nbytes = round_time(pool, args.steps)
+                times[workers].append(seconds)
+                fixed[workers].append(round_time(pool, workers * args.num_envs)[0])
     finally:
-        collectors.close()
-    seconds = statistics.median(t for t, _ in timed)
-    return {"workers": workers, "steps_per_s": steps / seconds,
-            "round_s": [t for t, _ in timed], "fixed_round_s": statistics.median(fixed),
-            "bytes_per_step": timed[0][1] / steps}
+        for pool in pools.values():
+            pool.close()
+    rows = []
+    for workers in pools:
+        row = {"workers": workers, "steps_per_s": args.steps / statistics.median(times[workers]),
+               "round_s": times[workers], "fixed_round_s": statistics.median(fixed[workers]),
+               "bytes_per_step": nbytes / args.steps, "speedup_vs_1": None,
+               "speedup_range": None}
+        if 1 in times:
+            ratios = [one / this for one, this in zip(times[1], times[workers])]
+            row["speedup_vs_1"] = statistics.median(ratios)
+            row["speedup_range"] = [min(ratios), max(ratios)]
+        rows.append(row)
+    return rows
 
 
 def model(per_actor_rate: float, fixed_s: float, bytes_per_step: float, steps: int,
@@ -111,15 +135,11 @@ def measure(env_id: str, args) -> dict:
     spec = env_spec(make_env(env_id), env_id)
     student = build_mlp(spec.observation_shape, spec.num_actions, setup.student_units)
     baseline = in_process_rate(env_id, teacher, student, args.steps, args.rounds, args.num_envs)
-    rows = []
-    with ray_cluster(None, max(args.workers)):
-        for workers in args.workers:
-            print(f"{env_id}: {workers} worker(s) ...", flush=True)
-            rows.append(worker_rates(env_id, teacher, student, workers, args.steps,
-                                     args.rounds, args.num_envs))
+    with ray_cluster(None, sum(args.workers)):
+        print(f"{env_id}: timing {args.workers} worker(s), {args.rounds} rounds each ...",
+              flush=True)
+        rows = worker_rates(env_id, teacher, student, args)
     one = next((row for row in rows if row["workers"] == 1), None)
-    for row in rows:
-        row["speedup_vs_1"] = row["steps_per_s"] / one["steps_per_s"] if one else None
     predicted = None
     if one:
         # One actor's round is fixed cost + steps / r_actor: solve for r_actor.
@@ -135,14 +155,17 @@ def measure(env_id: str, args) -> dict:
 
 
 def table(results: list[dict], steps: int) -> str:
-    lines = [f"| env | collection | env steps/s (round of {steps:,}) | × 1 worker | "
+    lines = [f"| env | collection | env steps/s (round of {steps:,}) | × 1 worker, median "
+             "[range] over rounds | "
              "fixed cost of a round (s) | bytes moved per step |",
              "|---|---|---|---|---|---|"]
     for result in results:
         lines.append(f"| {result['env_id']} | in the learner's process | "
                      f"{result['in_process_steps_per_s']:,.0f} | | | |")
         for row in result["workers"]:
-            speedup = "–" if row["speedup_vs_1"] is None else f"{row['speedup_vs_1']:.2f}×"
+            speedup = "–" if row["speedup_vs_1"] is None else (
+                f"{row['speedup_vs_1']:.2f}× [{row['speedup_range'][0]:.2f}, "
+                f"{row['speedup_range'][1]:.2f}]")
             lines.append(f"| {result['env_id']} | {row['workers']} Ray worker(s) | "
                          f"{row['steps_per_s']:,.0f} | {speedup} | {row['fixed_round_s']:.3f} | "
                          f"{row['bytes_per_step']:.0f} |")
@@ -163,7 +186,8 @@ def main(argv=None) -> None:
     parser.add_argument("--envs", nargs="+", default=list(SETUPS))
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--steps", type=int, default=20_000, help="env steps per round")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per worker count")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="timed rounds per worker count, interleaved (the median is reported)")
     parser.add_argument("--num-envs", type=int, default=8, help="envs per worker")
     parser.add_argument("--teachers", default="results",
                         help="folder holding teachers/<env>-<units>/ (trained when missing)")

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 
@@ -142,3 +144,30 @@ def test_kickstart_smoke(tmp_path):
     assert again.count("reused") == 12
     report = run_benchmark("kickstart.py", "--report", "--out", out, cwd=tmp_path)
     assert "| CartPole-v1 | distillation (DAgger) |" in report
+
+
+@pytest.mark.slow
+def test_scaling_smoke(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "results"
+    stdout = run_benchmark("scaling.py", "--smoke", "--out", out, "--teachers", out, cwd=tmp_path)
+    result = _strict_load(out / "scaling.json")
+    (cartpole,) = result["results"]
+    assert [row["workers"] for row in cartpole["workers"]] == [1, 2]
+    assert all(row["steps_per_s"] > 0 and row["bytes_per_step"] == 24 for row in cartpole["workers"])
+    assert cartpole["workers"][0]["speedup_vs_1"] == 1.0
+    assert "| CartPole-v1 | 2 Ray worker(s) |" in stdout
+
+
+@pytest.mark.slow
+def test_profile_loop_smoke(tmp_path):
+    out = tmp_path / "results"
+    stdout = run_benchmark("profile_loop.py", "--smoke", "--controls", "student", "--out", out,
+                           "--teachers", out, cwd=tmp_path)
+    (run,) = _strict_load(out / "profile_loop.json")["runs"]
+    phases = run["phases"]
+    assert sum(p["seconds"] for p in phases.values()) == pytest.approx(run["total_s"])
+    assert phases["fit: training steps"]["calls"] == 3  # one fit per round
+    assert phases["teacher labelling"]["calls"] == 3  # one batched labelling per round
+    assert run["train_step_traces_after_each_round"] == [1, 1, 1]  # never traced again
+    assert "| fit: training steps |" in stdout
