@@ -16,7 +16,9 @@ learner gathering the labelled arrays. For each worker count it reports:
   moved per step.
 
 The same collection in the learner's own process (``RolloutCollector``, no
-Ray) is the baseline row. From the measured costs, ``model`` predicts the
+Ray) is the baseline row; a second table steps the envs alone, with random
+actions, in gymnasium's synchronous vector env and in its asynchronous one (a
+process per env), to show whether async stepping pays on this machine. From the measured costs, ``model`` predicts the
 rate on ``k`` machines of ``c`` cores each: a round of ``S`` steps takes
 ``t(k) = t_fixed + S / (k · c · r_actor) + S · b / B`` with ``r_actor`` the
 per-actor rate, ``b`` the bytes per step and ``B`` the network's bandwidth
@@ -40,6 +42,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import gymnasium  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rl import SETUPS, SMOKE_SETUP, teacher_for, versions  # noqa: E402
@@ -72,6 +75,27 @@ def in_process_rate(env_id, teacher, student, steps: int, rounds: int, num_envs:
         collector.collect(policy, steps)
         times.append(time.perf_counter() - started)
     return steps / statistics.median(times)
+
+
+def vector_env_rates(env_id: str, num_envs: int, steps: int) -> dict:
+    """Env steps/s of gymnasium's synchronous and asynchronous (a process per env)
+    vector envs stepped with random actions: whether async stepping pays here."""
+    rates = {}
+    for mode, vector_class in (("sync", gymnasium.vector.SyncVectorEnv),
+                               ("async", gymnasium.vector.AsyncVectorEnv)):
+        env = vector_class([lambda: make_env(env_id) for _ in range(num_envs)],
+                           autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+        try:
+            env.reset(seed=0)
+            rng = np.random.default_rng(0)
+            actions = rng.integers(env.single_action_space.n, size=(steps // num_envs, num_envs))
+            started = time.perf_counter()
+            for action in actions:
+                env.step(action)
+            rates[mode] = len(actions) * num_envs / (time.perf_counter() - started)
+        finally:
+            env.close()
+    return rates
 
 
 def round_time(collectors: RayCollectors, num_steps: int) -> tuple[float, int]:
@@ -135,6 +159,7 @@ def measure(env_id: str, args) -> dict:
     spec = env_spec(make_env(env_id), env_id)
     student = build_mlp(spec.observation_shape, spec.num_actions, setup.student_units)
     baseline = in_process_rate(env_id, teacher, student, args.steps, args.rounds, args.num_envs)
+    vector_envs = vector_env_rates(env_id, args.num_envs, args.steps)
     with ray_cluster(None, sum(args.workers)):
         print(f"{env_id}: timing {args.workers} worker(s), {args.rounds} rounds each ...",
               flush=True)
@@ -150,7 +175,8 @@ def measure(env_id: str, args) -> dict:
                                            one["bytes_per_step"], args.steps, k,
                                            args.model_cores, args.bandwidth / 8)}
                      for k in (1, 2, 4, 8, 16)]
-    return {"env_id": env_id, "in_process_steps_per_s": baseline, "workers": rows,
+    return {"env_id": env_id, "in_process_steps_per_s": baseline,
+            "vector_env_steps_per_s": vector_envs, "workers": rows,
             "model": predicted}
 
 
@@ -169,6 +195,15 @@ def table(results: list[dict], steps: int) -> str:
             lines.append(f"| {result['env_id']} | {row['workers']} Ray worker(s) | "
                          f"{row['steps_per_s']:,.0f} | {speedup} | {row['fixed_round_s']:.3f} | "
                          f"{row['bytes_per_step']:.0f} |")
+    return "\n".join(lines)
+
+
+def vector_env_table(results: list[dict], num_envs: int) -> str:
+    lines = [f"| env | {num_envs} envs stepped in one process (sync), env steps/s | "
+             "a process per env (async) |", "|---|---|---|"]
+    for result in results:
+        rates = result["vector_env_steps_per_s"]
+        lines.append(f"| {result['env_id']} | {rates['sync']:,.0f} | {rates['async']:,.0f} |")
     return "\n".join(lines)
 
 
@@ -204,6 +239,8 @@ def main(argv=None) -> None:
         k: v for k, v in vars(args).items() if k != "envs"}, "results": results,
         "machine": {"cpus": os.cpu_count()}, "versions": versions()})
     print(table(results, args.steps))
+    print()
+    print(vector_env_table(results, args.num_envs))
     print()
     print(model_table(results))
     print(f"\nwritten to {path}")
