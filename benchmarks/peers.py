@@ -268,11 +268,12 @@ def warm_up(teacher, env_id: str) -> None:
 
 
 def run_peer(method: str, student: keras.Model, env_id: str, setup: rl.Setup, seed: int,
-             check: ReachCheck, python: str, teacher_file: str, work: str, threads: int) -> dict:
+             check: ReachCheck, peer: dict, teacher_file: str, work: str) -> dict:
     """One imitation run in the peer venv; the student ends with the weights to report."""
     config = rl.distill_configs(env_id, setup, seed)[TFKD_CONTROL[
         TFKD_DAGGER if method == PEER_DAGGER else TFKD_TEACHER]]
-    settings = peer_settings(env_id, setup, seed)
+    threads = peer["threads"]
+    settings = peer_settings(env_id, setup, seed, peer["num_envs"])
     settings.update(method=PEER_METHOD[method], teacher=teacher_file, work_dir=work,
                     threads=threads, rounds=len(config.round_steps()))
     config_path = os.path.join(work, "config.json")
@@ -282,9 +283,9 @@ def run_peer(method: str, student: keras.Model, env_id: str, setup: rl.Setup, se
     log_path = os.path.join(work, "peer.log")
     info: dict = {"peer_env_id": settings["env_id"], "peer_rounds": []}
     with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen([python, PEER_SCRIPT, config_path], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=log, text=True,
-                                   env=environment)
+        process = subprocess.Popen([peer["python"], PEER_SCRIPT, config_path],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                   text=True, env=environment)
         try:
             for line in process.stdout:
                 if not line.startswith(MARK):
@@ -315,14 +316,16 @@ def run_peer(method: str, student: keras.Model, env_id: str, setup: rl.Setup, se
     return info
 
 
-def peer_settings(env_id: str, setup: rl.Setup, seed: int) -> dict:
-    """What the peer runs with: tfkd's budget, rounds, batch, learning rate, β schedule, envs."""
-    config = rl.distill_configs(env_id, setup, seed)["student-driven"]
+def peer_settings(env_id: str, setup: rl.Setup, seed: int | None,
+                  num_envs: int | None = None) -> dict:
+    """What the peer runs with: tfkd's budget, rounds, batch, learning rate, β schedule and
+    envs (unless ``num_envs``)."""
+    config = rl.distill_configs(env_id, setup, seed or 0)["student-driven"]
     return {"env_id": PEER_ENV_IDS.get(env_id, env_id), "seed": seed,
             "total_env_steps": config.total_env_steps, "steps_per_round": config.steps_per_round,
             "train_steps_per_round": config.train_steps_per_round,
             "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-            "beta_decay": config.beta_decay, "num_envs": config.num_envs,
+            "beta_decay": config.beta_decay, "num_envs": num_envs or config.num_envs,
             "student_units": list(setup.student_units)}
 
 
@@ -345,20 +348,21 @@ def run_seed(env_id: str, setup: rl.Setup, teacher, seed: int, episodes: int, fo
         return record if record.get("settings") == settings else None
 
     def save(name, record):
-        write_json(os.path.join(seed_folder, f"{_slug(name)}.json"),
-                   {"format": FORMAT, "settings": settings, "versions": rl.versions(),
-                    "seed": seed, **record})
+        record = strict_json({"format": FORMAT, "settings": settings, "versions": rl.versions(),
+                              "seed": seed, **record})
+        write_json(os.path.join(seed_folder, f"{_slug(name)}.json"), record)
+        return record
 
     held_out = held_out_seeds(seed, episodes)
     selection = selection_seeds(seed, setup.eval_episodes)
     baselines = saved("baselines")
     if baselines is None:
         uniform = random_policy(spec.num_actions)
-        save("baselines", {"eval_seeds": held_out, "selection_seeds": selection, "returns": {
-            name: {"held_out": list(evaluate_policy(env_id, policy, held_out).returns),
-                   "selection": list(evaluate_policy(env_id, policy, selection).returns)}
-            for name, policy in (("teacher", teacher), ("random", uniform))}})
-        baselines = saved("baselines")
+        baselines = save("baselines", {
+            "eval_seeds": held_out, "selection_seeds": selection, "returns": {
+                name: {"held_out": list(evaluate_policy(env_id, policy, held_out).returns),
+                       "selection": list(evaluate_policy(env_id, policy, selection).returns)}
+                for name, policy in (("teacher", teacher), ("random", uniform))}})
     returns = baselines["returns"]
     teacher_return, random_return = (ReturnStats.from_returns(returns[name]["held_out"], held_out)
                                      for name in ("teacher", "random"))
@@ -379,8 +383,8 @@ def run_seed(env_id: str, setup: rl.Setup, teacher, seed: int, episodes: int, fo
                 probe = np.random.default_rng(seed).normal(
                     size=(PROBE_ROWS, *spec.observation_shape)).astype(np.float32)
                 export_mlp(teacher, teacher_file, probe)
-                info = run_peer(method, student, env_id, setup, seed, check, peer["python"],
-                                teacher_file, work, peer["threads"])
+                info = run_peer(method, student, env_id, setup, seed, check, peer,
+                                teacher_file, work)
         outcome = check.outcome()
         comparison = compare_policies(env_id, teacher, student, held_out,
                                       teacher_return=teacher_return, random_return=random_return,
@@ -548,6 +552,9 @@ def main(argv=None) -> None:
     parser.add_argument("--peer-venv", default=DEFAULT_PEER_VENV,
                         help=f"imitation's virtual environment, built if missing "
                              f"(default: {DEFAULT_PEER_VENV})")
+    parser.add_argument("--peer-envs", type=int,
+                        help="imitation's vector envs (default: tfkd's, 8); imitation collects "
+                             "whole episodes on all of them")
     parser.add_argument("--fresh", action="store_true", help="rerun saved rows")
     parser.add_argument("--summarize", action="store_true",
                         help="run nothing: summarise and print the rows saved so far")
@@ -561,6 +568,8 @@ def main(argv=None) -> None:
                             else "results")
     if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds must be distinct non-negative integers")
+    if args.peer_envs is not None and args.peer_envs < 1:
+        parser.error("--peer-envs must be at least 1")
     teachers_out = args.out
     if args.teachers is not None:
         if os.path.basename(os.path.normpath(args.teachers)) != "teachers":
@@ -574,7 +583,8 @@ def main(argv=None) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     peer = None
     if any(method in PEER_METHOD for method in methods):
-        peer = {"python": peer_python(args.peer_venv), "threads": args.threads}
+        peer = {"python": peer_python(args.peer_venv), "threads": args.threads,
+                "num_envs": args.peer_envs}
     start = time.perf_counter()
     for env_id in env_ids:
         setup = setups[env_id]
@@ -583,7 +593,7 @@ def main(argv=None) -> None:
             "setup": setup.as_dict(), "episodes": args.episodes, "threads": args.threads,
             "teacher_best_return": description["best_return"],
             "peer": {"requirements": _pins(),
-                     **peer_settings(env_id, setup, seed=0), "seed": None}})
+                     **peer_settings(env_id, setup, None, args.peer_envs)}})
         if PEER_ENV_IDS.get(env_id, env_id) != env_id and peer is not None:
             print(f"{env_id}: imitation runs {PEER_ENV_IDS[env_id]} (gymnasium 0.29), tfkd "
                   f"{env_id} (gymnasium {gymnasium.__version__}); every evaluation is tfkd's, "
