@@ -250,8 +250,8 @@ def run_tfkd(method: str, teacher, student: keras.Model, env_id: str, setup: rl.
     callback = _RoundCheck(check)  # the clock starts here
     config = rl.distill_configs(env_id, setup, seed, eval_episodes=0, keep_best=False,
                                 callbacks=[callback])[TFKD_CONTROL[method]]
-    distill(teacher, student, config)
-    return {}
+    history = distill(teacher, student, config)
+    return {"loss": history.loss, "round_agreement": history.agreement}
 
 
 def warm_up(teacher, env_id: str) -> None:
@@ -270,12 +270,11 @@ def warm_up(teacher, env_id: str) -> None:
 def run_peer(method: str, student: keras.Model, env_id: str, setup: rl.Setup, seed: int,
              check: ReachCheck, peer: dict, teacher_file: str, work: str) -> dict:
     """One imitation run in the peer venv; the student ends with the weights to report."""
-    config = rl.distill_configs(env_id, setup, seed)[TFKD_CONTROL[
-        TFKD_DAGGER if method == PEER_DAGGER else TFKD_TEACHER]]
+    rounds = len(rl.distill_configs(env_id, setup, seed)["teacher-driven"].round_steps())
     threads = peer["threads"]
     settings = peer_settings(env_id, setup, seed, peer["num_envs"])
     settings.update(method=PEER_METHOD[method], teacher=teacher_file, work_dir=work,
-                    threads=threads, rounds=len(config.round_steps()))
+                    threads=threads, rounds=rounds)
     config_path = os.path.join(work, "config.json")
     write_json(config_path, settings)
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -390,12 +389,13 @@ def run_seed(env_id: str, setup: rl.Setup, teacher, seed: int, episodes: int, fo
                                       teacher_return=teacher_return, random_return=random_return,
                                       measure_latency=False)
         stats = comparison.student
+        score_ci95 = [normalized_score(r, random_return.mean, teacher_return.mean)
+                      for r in stats.ci95]
         save(method, {"eval_seeds": held_out, "row": {
             "method": method, "seed": seed, "params": count_params(student), **outcome,
             "mean_return": stats.mean, "std_return": stats.std, "ci95": list(stats.ci95),
             "normalized_score": comparison.normalized_score,
-            "normalized_score_ci95": sorted(
-                normalized_score(r, random_return.mean, teacher_return.mean) for r in stats.ci95),
+            "normalized_score_ci95": None if None in score_ci95 else sorted(score_ci95),
             "agreement": comparison.agreement, **info}})
         print(f"  seed {seed} {method}: {'reached 100%' if outcome['reached'] else 'not reached'}"
               f" after {outcome['env_steps']:,} env steps, {outcome['wall_time_s']:.1f} s "
