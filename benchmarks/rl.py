@@ -198,6 +198,23 @@ def teacher_for(env_id: str, setup: Setup, out: str,
 # ----------------------------------------------------------------- one seed
 
 
+def distill_configs(env_id: str, setup: Setup, seed: int,
+                    **overrides) -> dict[str, DistillConfig]:
+    """The teacher-driven and student-driven runs of one seed (``overrides``: fields to change)."""
+    common = dict(
+        env_id=env_id, total_env_steps=setup.distill_steps,
+        steps_per_round=setup.steps_per_round,
+        train_steps_per_round=setup.train_steps_per_round, batch_size=setup.batch_size,
+        learning_rate=setup.learning_rate, distillation_loss="q_value_kl",
+        eval_episodes=setup.eval_episodes, keep_best=True, seed=seed, progress=False,
+    )
+    common.update(overrides)
+    return {
+        "teacher-driven": DistillConfig(**common, control="teacher", epsilon=0.05),
+        "student-driven": DistillConfig(**common, control="student", beta_decay=0.5),
+    }
+
+
 def run_seed(env_id: str, setup: Setup, teacher: keras.Model, description: dict, seed: int,
              episodes: int) -> dict:
     """The teacher, random policy and three students of one run seed, on its held-out episodes."""
@@ -210,17 +227,7 @@ def run_seed(env_id: str, setup: Setup, teacher: keras.Model, description: dict,
         seed_everything(seed)  # the same initial weights for every method of this seed
         return build_mlp(spec.observation_shape, spec.num_actions, setup.student_units, name=name)
 
-    common = dict(
-        env_id=env_id, total_env_steps=setup.distill_steps,
-        steps_per_round=setup.steps_per_round,
-        train_steps_per_round=setup.train_steps_per_round, batch_size=setup.batch_size,
-        learning_rate=setup.learning_rate, distillation_loss="q_value_kl",
-        eval_episodes=setup.eval_episodes, keep_best=True, seed=seed, progress=False,
-    )
-    configs = {
-        "teacher-driven": DistillConfig(**common, control="teacher", epsilon=0.05),
-        "student-driven": DistillConfig(**common, control="student", beta_decay=0.5),
-    }
+    configs = distill_configs(env_id, setup, seed)
     if 10 * count_params(student("size")) > count_params(teacher):
         sys.exit(f"error: the {env_id} student has more than 1/10 of the teacher's parameters.")
     rows = []

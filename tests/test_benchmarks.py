@@ -171,3 +171,47 @@ def test_profile_loop_smoke(tmp_path):
     assert phases["teacher labelling"]["calls"] == 3  # one batched labelling per round
     assert run["train_step_traces_after_each_round"] == [1, 1, 1]  # never traced again
     assert "| fit: training steps |" in stdout
+
+
+PEERS_TFKD = ("tfkd student-driven", "tfkd teacher-driven")
+
+
+def test_peers_tfkd_side_smoke(tmp_path):
+    # tfkd's two methods only: the imitation side needs its own venv (the slow test below).
+    out = tmp_path / "results"
+    stdout = run_benchmark("peers.py", "--smoke", "--methods", *PEERS_TFKD, "--out", out,
+                           cwd=tmp_path)
+    result = _strict_load(out / "peers" / "CartPole-v1.json")
+    assert [e["method"] for e in result["summary"]["methods"]] == list(PEERS_TFKD)
+    assert result["summary"]["ratios"] == []
+    budget = result["settings"]["setup"]["distill_steps"]
+    for method in PEERS_TFKD:
+        record = _strict_load(out / "peers" / "CartPole-v1" / "seed-0" /
+                              f"{method.replace(' ', '-')}.json")
+        row = record["row"]
+        assert all(episode % 2 == 1 for episode in record["eval_seeds"])  # held-out
+        steps = [point["env_steps"] for point in row["curve"]]
+        assert steps == sorted(steps) and 0 < steps[-1] <= budget
+        times = [point["wall_time_s"] for point in row["curve"]]
+        assert times == sorted(times) and times[0] > 0
+        assert row["wall_time_s"] == (times[row["kept_round"]] if row["reached"] else times[-1])
+    assert "| CartPole-v1 | tfkd teacher-driven |" in stdout
+
+
+@pytest.mark.slow
+def test_peers_smoke(tmp_path):
+    # Builds imitation's venv (~/.cache/tfkd/peers-venv) on first use: minutes.
+    out = tmp_path / "results"
+    stdout = run_benchmark("peers.py", "--smoke", "--out", out, cwd=tmp_path)
+    result = _strict_load(out / "peers" / "CartPole-v1.json")
+    assert [e["method"] for e in result["summary"]["methods"]] == [
+        "tfkd student-driven", "imitation DAgger", "tfkd teacher-driven", "imitation BC"]
+    assert [(r["numerator"], r["denominator"]) for r in result["summary"]["ratios"]] == [
+        ("tfkd student-driven", "imitation DAgger"), ("tfkd teacher-driven", "imitation DAgger"),
+        ("tfkd teacher-driven", "imitation BC")]
+    assert result["versions"]["imitation side"]["imitation"] == "1.0.1"
+    for name in ("imitation-DAgger", "imitation-BC"):
+        row = _strict_load(out / "peers" / "CartPole-v1" / "seed-0" / f"{name}.json")["row"]
+        assert row["teacher_max_abs_q_difference"] < 1e-4  # the PyTorch copy of the teacher
+        assert row["curve"] and len(row["peer_rounds"]) == len(row["curve"])
+    assert "| CartPole-v1 | tfkd student-driven / imitation DAgger |" in stdout
