@@ -221,6 +221,22 @@ class Distiller(keras.Model):
                 raise FloatingPointError(NON_FINITE) from error
             raise
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15, TensorFlow backend) builds a model made under a strategy
+        # from its first distributed batch, mean-reduced across replicas by one
+        # `strategy.reduce` call on the whole (x, y, sample_weight) nest. Across
+        # workers, MultiWorkerMirroredStrategy refuses a nest there
+        # (keras-team/keras#20585), so fit and evaluate fail before the first
+        # step. The build needs only shapes and dtypes: this worker's share of
+        # the batch gives them, without a collective.
+        if (iterator is not None and data_batch is None
+                and _multi_worker(self.distribute_strategy)):
+            for _, _, batches in iterator:
+                data_batch = _local_values(self.distribute_strategy, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _uses_teacher_cache(self, arguments):
         y = arguments.get("y")
         return (self.cache_teacher_outputs and isinstance(self.teacher, keras.Model)
@@ -327,7 +343,15 @@ class Distiller(keras.Model):
             s = tf.cast(y_pred[0] if isinstance(y_pred, (list, tuple)) else y_pred, tf.float32)
             for metric in self.label_metrics:
                 metric.update_state(labels, s, sample_weight=sample_weight)
-        return self.get_metrics_result()
+        results = self.get_metrics_result()
+        if _multi_worker(self.distribute_strategy):
+            # Keras reduces a step's results across workers with
+            # strategy.reduce("MEAN", value, axis=0), which a scalar cannot
+            # take: give it each scalar as [value], so the result is the
+            # scalar mean over the replicas, as under MirroredStrategy.
+            results = {name: tf.reshape(value, [1]) if value.shape.rank == 0 else value
+                       for name, value in results.items()}
+        return results
 
     def _split_prediction(self, x, y_pred, training):
         """(student outputs, student features or []) from ``y_pred``."""
@@ -468,6 +492,22 @@ def _check_not_empty(x):
     elif isinstance(x, tf.data.Dataset) and int(x.cardinality()) == 0:
         raise ValueError("Distiller.fit got an empty tf.data.Dataset as x; give it at least "
                          "one batch")
+
+
+def _multi_worker(strategy):
+    """Whether ``strategy`` spans several workers (Keras' own test before it reduces)."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def _local_values(strategy, batch):
+    """``batch`` with each distributed value replaced by this worker's first replica's."""
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    return tf.nest.map_structure(local, batch)
 
 
 def _with_backend(loss, backend):
