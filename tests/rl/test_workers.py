@@ -1,5 +1,8 @@
 """Collection and labelling on Ray actors (tfkd.rl.workers), on a local two-actor cluster."""
 
+import os
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -31,6 +34,7 @@ def test_only_keras_models_travel_to_workers():
 def test_distilling_on_two_ray_workers_balances_the_pole(cartpole_teacher):
     """The learner fits what two actors collected; tfkd starts and stops the cluster."""
     assert not ray.is_initialized()
+    assert os.environ[workers.LOOPBACK_ONLY[0]] == workers.LOOPBACK_ONLY[1]  # tests/conftest.py
     student = build_mlp((4,), 2, (16, 16))
     config = DistillConfig(env_id="CartPole-v1", control="teacher", total_env_steps=2_000,
                            steps_per_round=1_000, train_steps_per_round=300, eval_episodes=3,
@@ -66,3 +70,33 @@ def test_without_ray_workers_say_how_to_install_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ImportError, match=r"pip install 'tfkd\[ray\]'"):
         workers.require_ray()
+
+
+@pytest.mark.slow
+def test_workers_join_a_running_cluster_and_leave_it_running(cartpole_teacher, tmp_path):
+    """`ray start --head` on loopback, then a run with ray_address joins it."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    ray_cli = shutil.which("ray") or str(pathlib.Path(sys.executable).parent / "ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "2",
+                    "--include-dashboard", "false", "--disable-usage-stats"],
+                   check=True, capture_output=True, timeout=120)
+    try:
+        student = build_mlp((4,), 2, (16, 16))
+        config = DistillConfig(env_id="CartPole-v1", control="teacher", total_env_steps=1_000,
+                               steps_per_round=500, train_steps_per_round=200, eval_episodes=0,
+                               num_envs=4, workers=2, ray_address=address, progress=False)
+        history = distill(cartpole_teacher, student, config)
+        assert history.env_steps == [500, 1_000]
+        status = subprocess.run([ray_cli, "status", "--address", address], capture_output=True,
+                                text=True, timeout=60)
+        assert status.returncode == 0, status.stderr  # the cluster outlives the run
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)

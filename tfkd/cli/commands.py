@@ -83,7 +83,7 @@ def distill(args: argparse.Namespace, out: OutputDir | None) -> int:
         raise CliError("--ray-address needs --workers.")
     if args.workers:
         try:
-            require_ray()
+            require_ray(local=args.ray_address is None)
         except ImportError as error:
             raise CliError(str(error)) from None
     loaded = [load_teacher(path, args.env) for path in args.teacher]

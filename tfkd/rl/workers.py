@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any, Iterator
 
 import keras
@@ -41,10 +42,21 @@ from tfkd.rl.rollouts import LABEL_BATCH, Rollout, RolloutCollector
 from tfkd.rl.seeding import derived_seed
 
 INSTALL_HINT = "pip install 'tfkd[ray]' (or add ray to the Makefile's EXTRAS)"
+# Ray binds even a local cluster's services to the machine's network address
+# (it rewrites 127.0.0.1 to it) unless this is set when it is first imported;
+# then it uses loopback. A cluster tfkd starts for one run listens on loopback.
+LOOPBACK_ONLY = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def require_ray():
-    """The ``ray`` module, or an ImportError that says how to install it."""
+def require_ray(local: bool = False):
+    """The ``ray`` module, or an ImportError that says how to install it.
+
+    Args:
+        local: the process will start a local cluster, not join one: where
+            Ray is not imported yet, make it use loopback addresses.
+    """
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault(*LOOPBACK_ONLY)
     try:
         import ray
     except ImportError:
@@ -60,12 +72,13 @@ def ray_cluster(address: str | None, num_workers: int) -> Iterator[Any]:
         address: an existing cluster to join (``"auto"``, ``"ray://host:port"``,
             ``"host:port"``), or None: a local cluster started here and shut
             down after the block, with a CPU per worker even where the
-            machine has fewer (the actors then share the cores). Where Ray is
+            machine has fewer (the actors then share the cores), on loopback
+            addresses where Ray is first imported here. Where Ray is
             already initialised in this process it is used as it is and left
             running.
         num_workers: actors the block will start.
     """
-    ray = require_ray()
+    ray = require_ray(local=address is None)
     if ray.is_initialized():
         yield ray
         return
