@@ -2,14 +2,17 @@
 
 For each environment (CartPole-v1, LunarLander-v3), on the cached DQN teacher
 of ``benchmarks/rl.py`` (Keras MLP 256x256), its student size, env-step
-budget, rounds, batch size and learning rate, each run seed runs four methods:
+budget, rounds, batch size and learning rate, each run seed runs five methods:
 
 - tfkd student-driven: ``tfkd.rl.distill`` with ``control="student"`` (DAgger,
   β = 0.5^round), the sharpened Q-value KL;
 - imitation DAgger: ``imitation.algorithms.dagger.SimpleDAggerTrainer`` with
   ``imitation.algorithms.bc.BC`` (β = 0.5^round, ``ExponentialBetaSchedule``);
 - tfkd teacher-driven: ``tfkd.rl.distill`` with ``control="teacher"`` (ε = 0.05);
-- imitation BC: BC on the teacher's rollouts of the whole budget.
+- imitation BC: BC on the teacher's rollouts of the whole budget;
+- tfkd student-driven on 2 Ray workers (``DistillConfig(workers=2)``): the
+  same run with collection and labelling on two Ray actors, the start of its
+  local Ray cluster and actors inside its timed span.
 
 imitation runs in its own virtual environment, which this script builds
 (``--peer-venv``; every version pinned in ``peers_imitation_requirements.txt``), as its users run
@@ -18,7 +21,7 @@ Python. It gets the teacher's weights as plain arrays (``.npz``) and copies
 them into the same PyTorch MLP (action: argmax Q); its student is a
 stable-baselines3 policy with tfkd's student's hidden sizes.
 
-Protocol, the same for all four methods:
+Protocol, the same for all five methods:
 
 - at the end of every round the student is evaluated greedily by tfkd's
   ``evaluate_policy`` on the seed's selection episodes
@@ -84,11 +87,17 @@ from tfkd.rl import (DistillConfig, ReturnStats, compare_policies, distill,  # n
 FORMAT = "tfkd.benchmarks.peers/1"
 TFKD_DAGGER, PEER_DAGGER = "tfkd student-driven", "imitation DAgger"
 TFKD_TEACHER, PEER_BC = "tfkd teacher-driven", "imitation BC"
+TFKD_RAY = "tfkd student-driven, 2 Ray workers"
 # Run order: tfkd and imitation alternate, so a drift of the machine's speed hits both.
-METHODS = (TFKD_DAGGER, PEER_DAGGER, TFKD_TEACHER, PEER_BC)
-TFKD_CONTROL = {TFKD_DAGGER: "student-driven", TFKD_TEACHER: "teacher-driven"}
+METHODS = (TFKD_DAGGER, PEER_DAGGER, TFKD_TEACHER, PEER_BC, TFKD_RAY)
+TFKD_CONTROL = {TFKD_DAGGER: "student-driven", TFKD_TEACHER: "teacher-driven",
+                TFKD_RAY: "student-driven"}
+# Collection on Ray actors (tfkd.rl.workers): the run starts its local cluster
+# and actors inside its timed span.
+TFKD_WORKERS = {TFKD_RAY: 2}
 PEER_METHOD = {PEER_DAGGER: "dagger", PEER_BC: "bc"}
-RATIOS = ((TFKD_DAGGER, PEER_DAGGER), (TFKD_TEACHER, PEER_DAGGER), (TFKD_TEACHER, PEER_BC))
+RATIOS = ((TFKD_DAGGER, PEER_DAGGER), (TFKD_TEACHER, PEER_DAGGER), (TFKD_TEACHER, PEER_BC),
+          (TFKD_RAY, PEER_DAGGER))
 
 # imitation 1.0.1 pins gymnasium~=0.29 and stable-baselines3~=2.2.1; gymnasium 0.29
 # has LunarLander-v2, which 1.0 renamed -v3 (same dynamics with default settings).
@@ -249,7 +258,8 @@ def run_tfkd(method: str, teacher, student: keras.Model, env_id: str, setup: rl.
     """One tfkd run through the public API; the student ends with the weights to report."""
     callback = _RoundCheck(check)  # the clock starts here
     config = rl.distill_configs(env_id, setup, seed, eval_episodes=0, keep_best=False,
-                                callbacks=[callback])[TFKD_CONTROL[method]]
+                                callbacks=[callback], workers=TFKD_WORKERS.get(method, 0)
+                                )[TFKD_CONTROL[method]]
     history = distill(teacher, student, config)
     return {"loss": history.loss, "round_agreement": history.agreement}
 

@@ -31,6 +31,14 @@ them in one ``Distiller`` step: the tasks' logits side by side, narrower
 heads padded with a logit no softmax gives weight to. Keep-best selects on
 the mean normalised score over the tasks.
 
+Workers (``config.workers = N``, :mod:`tfkd.rl.workers`): step 1 runs on
+``N`` Ray actors per task, each with its own envs and copies of the teacher
+and student, the student's weights broadcast at each round; the buffer, the
+fit and the evaluation stay here. The student's minibatch updates run up to
+:data:`MOST_STEPS_PER_EXECUTION` per compiled call, and the selection
+episodes side by side, so the loop's own overhead stays small next to the
+work (``benchmarks/profile_loop.py`` shows where the time goes).
+
 Reproducibility: ``config.seed`` fixes the global seeds (see
 :func:`tfkd.rl.seeding.seed_everything`), the environments' resets, the ε and
 β draws, reservoir sampling and the order of minibatches, each from its own
