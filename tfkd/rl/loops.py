@@ -582,9 +582,11 @@ MOST_STEPS_PER_EXECUTION = 50
 def steps_per_execution(train_steps: int, most: int = MOST_STEPS_PER_EXECUTION) -> int:
     """The largest divisor of ``train_steps`` that is at most ``most``.
 
-    Keras runs that many minibatch updates per compiled call, which halves the
-    cost of a small student's update on CPU; it rounds an epoch up to a
-    multiple of it, so it must divide the round's updates exactly.
+    Keras runs that many minibatch updates per compiled call, saving the
+    Python dispatch of the others (2–16% of a 64×64 student's fit on an idle
+    CPU, more on a busy one: ``benchmarks/profile_loop.py
+    --compare-steps-per-execution``); it rounds an epoch up to a multiple of
+    it, so it must divide the round's updates exactly.
     """
     return max(d for d in range(1, min(most, train_steps) + 1) if train_steps % d == 0)
 
