@@ -163,36 +163,20 @@ def run_seed(env_id: str, setup: Setup, teacher, seed: int, episodes: int, folde
     """
     spec = env_spec(make_env(env_id), env_id)
     seeds = held_out_seeds(seed, episodes)
-    seed_folder = os.path.join(folder, f"seed-{seed}")
-    os.makedirs(seed_folder, exist_ok=True)
-
-    def saved(name):
-        path = os.path.join(seed_folder, f"{_slug(name)}.json")
-        if fresh or not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as file:
-            record = json.load(file)
-        return record if record.get("settings") == settings else None
-
-    def save(name, rows):
-        write_json(os.path.join(seed_folder, f"{_slug(name)}.json"),
-                   {"format": FORMAT, "settings": settings, "versions": rl.versions(),
-                    "seed": seed, "eval_seeds": list(seeds), "rows": rows})
-
-    baselines = saved("baselines")
+    records = rl.SeedRecords(folder, seed, settings, fresh, FORMAT)
+    baselines = records.saved("baselines")
     if baselines is None:
         teacher_return = evaluate_policy(env_id, teacher, seeds)
         random_return = evaluate_policy(env_id, random_policy(spec.num_actions), seeds)
-        save("baselines", [_baseline_row("weak teacher", seed, count_params(teacher),
-                                         teacher_return, 1.0, 1.0),
-                           _baseline_row("random", seed, 0, random_return, 0.0, None)])
-        baselines = saved("baselines")
+        baselines = records.save("baselines", {"eval_seeds": list(seeds), "rows": [
+            _baseline_row("weak teacher", seed, count_params(teacher), teacher_return, 1.0, 1.0),
+            _baseline_row("random", seed, 0, random_return, 0.0, None)]})
     teacher_return, random_return = (
         ReturnStats.from_returns(row["returns"], seeds) for row in baselines["rows"])
     budget = setup.student.total_env_steps
     dqn_config = dataclasses.replace(setup.student, seed=seed, progress=False)
     for method in methods:
-        if saved(method) is not None:
+        if records.saved(method) is not None:
             print(f"  seed {seed} {method}: saved, reused", flush=True)
             continue
         seed_everything(seed)  # the same initial weights for every method of this seed
@@ -219,14 +203,14 @@ def run_seed(env_id: str, setup: Setup, teacher, seed: int, episodes: int, folde
         seconds = time.perf_counter() - start
         comparison = compare_policies(env_id, teacher, network, seeds, teacher_return=teacher_return,
                                       random_return=random_return, measure_latency=False)
-        save(method, [{
+        records.save(method, {"eval_seeds": list(seeds), "rows": [{
             "method": method, "seed": seed, "params": count_params(network),
             "mean_return": comparison.student.mean, "std_return": comparison.student.std,
             "ci95": list(comparison.student.ci95),
             "normalized_score": comparison.normalized_score, "agreement": comparison.agreement,
             "wall_time_s": seconds, "curve_steps": [int(s) for s in curve[0]],
             "curve_returns": list(curve[1]), "history": history.as_dict(),
-        }])
+        }]})
         print(f"  seed {seed} {method}: return {comparison.student.mean:.1f}, score "
               f"{rl._fmt(comparison.normalized_score, 3)}, {seconds:.0f} s", flush=True)
 
@@ -235,10 +219,6 @@ def _baseline_row(name, seed, params, stats, score, agreement) -> dict:
     return {"method": name, "seed": seed, "params": params, "mean_return": stats.mean,
             "std_return": stats.std, "ci95": list(stats.ci95), "normalized_score": score,
             "agreement": agreement, "wall_time_s": None, "returns": list(stats.returns)}
-
-
-def _slug(name: str) -> str:
-    return name.replace(" ", "-").replace("(", "").replace(")", "")
 
 
 # ------------------------------------------------------------ aggregation

@@ -345,29 +345,14 @@ def run_seed(env_id: str, setup: rl.Setup, teacher, seed: int, episodes: int, fo
              settings: dict, methods, fresh: bool, peer: dict) -> None:
     """Runs ``methods`` of one seed; each row goes to ``folder/seed-<s>/`` as it finishes."""
     spec = env_spec(make_env(env_id), env_id)
-    seed_folder = os.path.join(folder, f"seed-{seed}")
-    os.makedirs(seed_folder, exist_ok=True)
-
-    def saved(name):
-        path = os.path.join(seed_folder, f"{_slug(name)}.json")
-        if fresh or not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as file:
-            record = json.load(file)
-        return record if record.get("settings") == settings else None
-
-    def save(name, record):
-        record = strict_json({"format": FORMAT, "settings": settings, "versions": rl.versions(),
-                              "seed": seed, **record})
-        write_json(os.path.join(seed_folder, f"{_slug(name)}.json"), record)
-        return record
+    records = rl.SeedRecords(folder, seed, settings, fresh, FORMAT)
 
     held_out = held_out_seeds(seed, episodes)
     selection = selection_seeds(seed, setup.eval_episodes)
-    baselines = saved("baselines")
+    baselines = records.saved("baselines")
     if baselines is None:
         uniform = random_policy(spec.num_actions)
-        baselines = save("baselines", {
+        baselines = records.save("baselines", {
             "eval_seeds": held_out, "selection_seeds": selection, "returns": {
                 name: {"held_out": list(evaluate_policy(env_id, policy, held_out).returns),
                        "selection": list(evaluate_policy(env_id, policy, selection).returns)}
@@ -376,7 +361,7 @@ def run_seed(env_id: str, setup: rl.Setup, teacher, seed: int, episodes: int, fo
     teacher_return, random_return = (ReturnStats.from_returns(returns[name]["held_out"], held_out)
                                      for name in ("teacher", "random"))
     for method in methods:
-        if saved(method) is not None:
+        if records.saved(method) is not None:
             print(f"  seed {seed} {method}: saved, reused", flush=True)
             continue
         check = ReachCheck(env_id, selection, float(np.mean(returns["teacher"]["selection"])),
@@ -401,7 +386,7 @@ def run_seed(env_id: str, setup: rl.Setup, teacher, seed: int, episodes: int, fo
         stats = comparison.student
         score_ci95 = [normalized_score(r, random_return.mean, teacher_return.mean)
                       for r in stats.ci95]
-        save(method, {"eval_seeds": held_out, "row": {
+        records.save(method, {"eval_seeds": held_out, "row": {
             "method": method, "seed": seed, "params": count_params(student), **outcome,
             "mean_return": stats.mean, "std_return": stats.std, "ci95": list(stats.ci95),
             "normalized_score": comparison.normalized_score,
@@ -410,10 +395,6 @@ def run_seed(env_id: str, setup: rl.Setup, teacher, seed: int, episodes: int, fo
         print(f"  seed {seed} {method}: {'reached 100%' if outcome['reached'] else 'not reached'}"
               f" after {outcome['env_steps']:,} env steps, {outcome['wall_time_s']:.1f} s "
               f"(training); held-out score {rl._fmt(comparison.normalized_score, 3)}", flush=True)
-
-
-def _slug(name: str) -> str:
-    return name.replace(" ", "-")
 
 
 # --------------------------------------------------------------- aggregation

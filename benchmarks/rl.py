@@ -39,6 +39,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -374,6 +375,40 @@ def plot(env_id: str, summary: list[dict], path: str) -> None:
 
 
 # --------------------------------------------------------------------- runs
+
+
+class SeedRecords:
+    """One run seed's result files, ``<folder>/seed-<s>/<name>.json``, one per method.
+
+    A file written with the same ``settings`` is reused by a rerun; with
+    ``fresh``, only the files this run wrote itself are.
+    """
+
+    def __init__(self, folder: str, seed: int, settings: dict, fresh: bool, file_format: str):
+        self.folder = os.path.join(folder, f"seed-{seed}")
+        os.makedirs(self.folder, exist_ok=True)
+        self.seed, self.settings, self.fresh, self.format = seed, settings, fresh, file_format
+        self.written: set[str] = set()
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-") + ".json")
+
+    def saved(self, name: str) -> dict | None:
+        """The record saved under ``name`` with these settings, or None."""
+        path = self.path(name)
+        if (self.fresh and name not in self.written) or not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as file:
+            record = json.load(file)
+        return record if record.get("settings") == self.settings else None
+
+    def save(self, name: str, record: dict) -> dict:
+        """Writes ``record`` (with the format, settings, versions and seed) atomically."""
+        record = strict_json({"format": self.format, "settings": self.settings,
+                              "versions": versions(), "seed": self.seed, **record})
+        write_json(self.path(name), record)
+        self.written.add(name)
+        return record
 
 
 @functools.cache
