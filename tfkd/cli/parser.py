@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from importlib.metadata import PackageNotFoundError, version
+
+from tfkd.provenance import installed_version
 
 DEMO_ENV = "CartPole-v1"
 DISTILLATION_LOSSES = ("soft_target_kl", "q_value_kl", "greedy_action_nll", "mse")
@@ -27,14 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def installed_version(name: str) -> str | None:
-    """The installed version of the distribution ``name``, None when it is not installed."""
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 class _VersionAction(argparse.Action):

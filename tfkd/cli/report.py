@@ -28,12 +28,11 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from tfkd.cli.parser import installed_version
+from tfkd.provenance import versions
 from tfkd.rl.evaluation import ReturnStats
 from tfkd.rl.plotting import plot_history
 
@@ -177,29 +176,6 @@ def multi_task_results_dict(env_ids: Sequence[str], seed: int, eval_seeds: Seque
         "interrupted": interrupted,
         **extra,
     }
-
-
-def versions() -> dict:
-    """Versions of tfkd and the libraries its numbers depend on (None: not installed),
-    and the git commit."""
-    found = {name: installed_version(name) for name in ("tfkd", "tensorflow", "keras",
-                                                        "gymnasium")}
-    found["git_commit"] = git_commit()
-    return found
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout tfkd is imported from, or None when it is not one."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    checkout = os.path.dirname(package)
-    try:
-        top, commit = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=checkout, capture_output=True,
-            text=True, timeout=10, check=True).stdout.split()
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    # Only the checkout that holds this tfkd counts, not a repository it is installed inside.
-    return commit if os.path.realpath(top) == os.path.realpath(checkout) else None
 
 
 def json_safe(value: Any) -> Any:

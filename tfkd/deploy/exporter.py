@@ -23,7 +23,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tfkd import files
+from tfkd import files, provenance
 from tfkd.deploy import convert, layout, runtime
 from tfkd.deploy.report import measure
 from tfkd.models import count_params
@@ -198,7 +198,7 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
     for variant, variant_files in variant_paths.items():
         for kind, path in zip(("keras", "tflite", "tflite-int8"), variant_files):
             artefacts[f"{variant}-{kind}"] = os.path.relpath(path, folder)
-    versions = _versions()
+    versions = provenance.versions(("ai-edge-litert",))
     files.write_json(os.path.join(folder, layout.EXPORT_FILE), {
         "env_id": env_id, "observation_shape": list(shape), "observation_dtype": "float32",
         "num_actions": num_actions, "artefacts": artefacts, "versions": versions})
@@ -282,13 +282,3 @@ def _check_student(student, env_id: str):
     return spec
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("tfkd", "tensorflow", "keras", "ai-edge-litert", "gymnasium"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
