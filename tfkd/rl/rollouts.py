@@ -106,7 +106,13 @@ class RolloutCollector:
 
     def label(self, observations: np.ndarray) -> np.ndarray:
         """The teacher's outputs for ``observations``, float32, :data:`LABEL_BATCH` at a time."""
-        return np.concatenate([
-            self.teacher(observations[start:start + LABEL_BATCH])
-            for start in range(0, len(observations), LABEL_BATCH)
-        ]).astype(np.float32)
+        return label_in_batches(self.teacher, observations, LABEL_BATCH)
+
+
+def label_in_batches(network: Network, observations: np.ndarray, batch_size: int) -> np.ndarray:
+    """``network``'s outputs for ``observations``, ``batch_size`` per call, float32."""
+    outputs = network_outputs(network)
+    return np.concatenate([
+        outputs(observations[start:start + batch_size])
+        for start in range(0, len(observations), batch_size)
+    ]).astype(np.float32)

@@ -38,7 +38,7 @@ import numpy as np
 
 from tfkd.rl.envs import make_vector_env
 from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy, MixturePolicy, network_outputs
-from tfkd.rl.rollouts import LABEL_BATCH, Rollout, RolloutCollector
+from tfkd.rl.rollouts import LABEL_BATCH, Rollout, RolloutCollector, label_in_batches
 from tfkd.rl.seeding import derived_seed
 
 INSTALL_HINT = "pip install 'tfkd[ray]' (or add ray to the Makefile's EXTRAS)"
@@ -156,8 +156,7 @@ class _LabellerActor:
         self.outputs = network_outputs(_rebuild(teacher))
 
     def label(self, observations: np.ndarray, batch_size: int) -> np.ndarray:
-        return np.concatenate([self.outputs(observations[start:start + batch_size])
-                               for start in range(0, len(observations), batch_size)])
+        return label_in_batches(self.outputs, observations, batch_size)
 
 
 def split_steps(num_steps: int, num_workers: int, num_envs: int) -> list[int]:
@@ -260,5 +259,5 @@ def label_observations(teacher: keras.Model, observations: np.ndarray, num_worke
         finally:
             for actor in actors:
                 ray.kill(actor)
-    return np.concatenate(labels).astype(np.float32)
+    return np.concatenate(labels)
 
