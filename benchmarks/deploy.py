@@ -28,6 +28,8 @@ import tempfile
 
 import numpy as np
 
+from tfkd import provenance
+
 
 def _artefacts(folder: str) -> dict:
     from tfkd.deploy import runtime
@@ -102,18 +104,12 @@ def run(folder: str, teacher_path: str | None, runs: int, repeats: int) -> dict:
             "mean_return": entry.get("mean_return"), "ci95": entry.get("ci95"),
             "agreement": entry.get("agreement")})
     return {"env_id": env_id, "export": folder, "runs": runs, "repeats": repeats,
-            "rows": rows, "versions": _versions()}
+            "rows": rows, "versions": provenance.versions(("ai-edge-litert",))}
 
 
 def _summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "runs": list(values)}
-
-
-def _versions() -> dict:
-    from tfkd.cli.report import versions
-
-    return versions()
 
 
 def table(result: dict) -> str:

@@ -41,18 +41,17 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import gymnasium  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tfkd import provenance  # noqa: E402
 from tfkd.models import build_mlp, count_params  # noqa: E402
 from tfkd.rl import (  # noqa: E402
     DistillConfig,
@@ -413,17 +412,8 @@ class SeedRecords:
 
 @functools.cache
 def versions() -> dict:
-    """Library versions and the git commit of this checkout, read once (at the first call)."""
-    commit = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__)),
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"tensorflow": tf.__version__, "keras": keras.__version__,
-            "gymnasium": gymnasium.__version__, "python": sys.version.split()[0],
-            "git_commit": commit}
+    """Library versions, Python's and the git commit of this checkout, read once."""
+    return {**provenance.versions(), "python": sys.version.split()[0]}
 
 
 def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int,
