@@ -66,6 +66,7 @@ from tfkd.rl import (  # noqa: E402
     seed_everything,
 )
 from tfkd.rl.dqn import DQNConfig, load_dqn_teacher, train_dqn  # noqa: E402
+from tfkd.rl.teacher_io import save_keras_model  # noqa: E402
 from tfkd.files import strict_json, write_json  # noqa: E402
 
 METHODS = ("teacher-driven", "student-driven", "DQN from scratch")
@@ -216,8 +217,12 @@ def distill_configs(env_id: str, setup: Setup, seed: int,
 
 
 def run_seed(env_id: str, setup: Setup, teacher: keras.Model, description: dict, seed: int,
-             episodes: int) -> dict:
-    """The teacher, random policy and three students of one run seed, on its held-out episodes."""
+             episodes: int, students_dir: str) -> dict:
+    """The teacher, random policy and three students of one run seed, on its held-out episodes.
+
+    Each student is saved as ``<students_dir>/seed-<seed>-<method>.keras`` (what
+    docs/deploying.md exports).
+    """
     spec = env_spec(make_env(env_id), env_id)
     seeds = held_out_seeds(seed, episodes)
     teacher_return = evaluate_policy(env_id, teacher, seeds)
@@ -246,6 +251,9 @@ def run_seed(env_id: str, setup: Setup, teacher: keras.Model, description: dict,
             env_steps, seconds, kept = history.env_steps, history.wall_time_s, history.best_step
         comparison = compare_policies(env_id, teacher, network, seeds,
                                       teacher_return=teacher_return, random_return=random_return)
+        os.makedirs(students_dir, exist_ok=True)
+        save_keras_model(network, os.path.join(
+            students_dir, f"seed-{seed}-{method.replace(' ', '-')}.keras"))
         rows.append({
             "method": method, "seed": seed, "params": comparison.student_params,
             "mean_return": comparison.student.mean, "std_return": comparison.student.std,
@@ -435,7 +443,8 @@ def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int
             per_seed.append(done[seed])
         else:
             print(f"{env_id} seed {seed}:", flush=True)
-            per_seed.append(run_seed(env_id, setup, teacher, description, seed, episodes))
+            per_seed.append(run_seed(env_id, setup, teacher, description, seed, episodes,
+                                     os.path.join(out, "rl", "students", env_id)))
         result = {"format": FORMAT, "env": env_id, "seeds": [run["seed"] for run in per_seed],
                   "episodes": episodes, "settings": settings,
                   "teacher_dir": os.path.join(out, "teachers"), "versions": versions(),
