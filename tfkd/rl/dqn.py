@@ -222,13 +222,18 @@ class DQNHistory:
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in names})
 
-    def record_evaluation(self, step: int, stats: Any, loss: float | None, epsilon: float) -> bool:
-        """Appends one evaluation; True if it is the best so far."""
+    def append_evaluation(self, step: int, stats: Any, loss: float | None,
+                          epsilon: float) -> None:
+        """Appends one evaluation (``stats``: its ``ReturnStats``), leaving the best as it is."""
         self.eval_steps.append(int(step))
         self.eval_return_mean.append(float(stats.mean))
         self.eval_return_std.append(float(stats.std))
         self.eval_loss.append(None if loss is None or not np.isfinite(loss) else float(loss))
         self.eval_epsilon.append(float(epsilon))
+
+    def record_evaluation(self, step: int, stats: Any, loss: float | None, epsilon: float) -> bool:
+        """Appends one evaluation; True if it is the best so far."""
+        self.append_evaluation(step, stats, loss, epsilon)
         if self.best_return is None or stats.mean > self.best_return:
             self.best_return, self.best_step = float(stats.mean), int(step)
             return True
@@ -362,6 +367,48 @@ class _Replay:
             self.size, self.cursor = int(saved["size"]), int(saved["cursor"])
 
 
+class _Explorer:
+    """One env's side of a DQN run: its vector env, the ε-greedy policy of the
+    online network, the replay memory it fills and its training episodes.
+
+    Args:
+        env: the vector env (``config.num_envs`` envs).
+        config: the run's settings (ε schedule, ``learning_starts``, ``num_envs``).
+        q_outputs: the online network's outputs (:func:`network_outputs`).
+        replay: the memory the transitions go to.
+        rng: draws the ε-greedy actions.
+        history: gets each finished training episode.
+        reset_seed: seeds the envs' first episodes.
+    """
+
+    def __init__(self, env, config: DQNConfig, q_outputs, replay: _Replay,
+                 rng: np.random.Generator, history: DQNHistory, reset_seed: int):
+        self.env, self.config, self.replay, self.rng, self.history = (
+            env, config, replay, rng, history)
+        self.explore = EpsilonGreedyPolicy(GreedyPolicy(q_outputs), q_outputs.num_actions,
+                                           config.epsilon_initial)
+        self.returns = np.zeros(config.num_envs)
+        self.observations, _ = env.reset(seed=reset_seed)
+
+    def step(self, step: int) -> int:
+        """Steps every env once at ``step`` env steps; returns the new count.
+
+        Play is uniformly random (ε = 1) before ``learning_starts``, then follows
+        the ε schedule.
+        """
+        config = self.config
+        self.explore.epsilon = 1.0 if step < config.learning_starts else config.epsilon(step)
+        actions = self.explore(self.observations, self.rng)
+        self.observations, rewards, done = self.replay.step(self.env, self.observations, actions)
+        self.returns += rewards
+        step += config.num_envs
+        for i in np.flatnonzero(done):
+            self.history.episode_end_steps.append(step)
+            self.history.episode_returns.append(float(self.returns[i]))
+            self.returns[i] = 0.0
+        return step
+
+
 @dataclass
 class _State:
     """What a checkpoint holds besides weights, optimizer and replay memory."""
@@ -413,7 +460,6 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
                           config.double_q, distillation)
     rng = np.random.default_rng(config.seed)
     replay = _Replay(config.buffer_capacity, spec.observation_shape, spec.observation_dtype, rng)
-    explore = EpsilonGreedyPolicy(GreedyPolicy(q_outputs), spec.num_actions, config.epsilon_initial)
     seeds = evaluation.selection_seeds(config.seed, config.eval_episodes)
     state = _State(next_train=config.learning_starts, next_eval=config.eval_every or None)
     state.history.selection_seeds = list(seeds)
@@ -428,10 +474,10 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
         distillation.observe(state.history)
     reporter = TrainingReporter(config, q_network)
     history, step = state.history, state.step
-    returns = np.zeros(config.num_envs)
     # Training episodes start from hashed seeds, not from the small integers
     # that seed the selection and held-out episodes, so they do not replay them.
-    observations, _ = env.reset(seed=derived_seed(config.seed, step))
+    explorer = _Explorer(env, config, q_outputs, replay, rng, history,
+                         derived_seed(config.seed, step))
     start = time.perf_counter() - state.wall_time_s
     bar = tqdm(total=config.total_env_steps, initial=min(step, config.total_env_steps),
                desc=f"DQN {config.env_id}", disable=not config.progress)
@@ -441,7 +487,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
         if config.eval_episodes:
             stats = evaluation.evaluate_policy(config.env_id, GreedyPolicy(q_outputs), seeds)
             best = history.record_evaluation(step, stats, reporter.take_mean_loss(),
-                                             explore.epsilon)
+                                             explorer.explore.epsilon)
             if best:
                 state.best_weights = q_network.get_weights()
             if distillation is not None:
@@ -459,15 +505,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     reporter.train_begin()
     try:
         while step < config.total_env_steps and not _reached(config, history):
-            explore.epsilon = 1.0 if step < config.learning_starts else config.epsilon(step)
-            actions = explore(observations, rng)
-            observations, rewards, done = replay.step(env, observations, actions)
-            returns += rewards
-            step += config.num_envs
-            for i in np.flatnonzero(done):
-                history.episode_end_steps.append(step)
-                history.episode_returns.append(float(returns[i]))
-                returns[i] = 0.0
+            step = explorer.step(step)
             while step >= state.next_train:
                 state.next_train += config.train_every
                 weight = tf.constant(distillation.weight(step) if distillation else 0.0)
@@ -484,7 +522,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
                 evaluate()
             bar.update(config.num_envs)
             if history.episode_returns:
-                bar.set_postfix(eps=f"{explore.epsilon:.2f}",
+                bar.set_postfix(eps=f"{explorer.explore.epsilon:.2f}",
                                 ret=f"{np.mean(history.episode_returns[-20:]):.1f}",
                                 best="-" if history.best_return is None
                                 else f"{history.best_return:.1f}")
@@ -603,6 +641,58 @@ def load_dqn_teacher(teacher_dir: str) -> tuple[keras.Model, dict]:
     return model, description
 
 
+def td_targets(rewards, terminated, next_target_q, gamma: float, next_online_q=None):
+    """One-step TD targets of DQN (Mnih et al. 2015) or double DQN (van Hasselt et al. 2016).
+
+    Double DQN (``next_online_q`` given): the online network picks the next
+    action, the target network values it::
+
+        y = r + γ · (1 − terminated) · Q_target(s', argmax_a' Q(s', a'))
+
+    DQN (``next_online_q`` None): ``y = r + γ · (1 − terminated) · max_a' Q_target(s', a')``.
+
+    Args:
+        rewards, terminated: ``[batch]`` float32 (terminated: 1.0 where the
+            episode ended in a terminal state; a truncated one bootstraps).
+        next_target_q: ``[batch, actions]`` target-network Q-values at s'.
+        gamma: the discount γ.
+        next_online_q: ``[batch, actions]`` online-network Q-values at s', or None.
+    """
+    if next_online_q is not None:
+        next_actions = tf.argmax(next_online_q, axis=-1, output_type=tf.int32)
+        next_values = tf.gather(next_target_q, next_actions, batch_dims=1)
+    else:
+        next_values = tf.reduce_max(next_target_q, axis=-1)
+    return rewards + gamma * (1.0 - terminated) * next_values
+
+
+def td_loss(q_values, actions, targets):
+    """Huber TD loss ``mean_i Huber(y_i − Q(s_i, a_i))``, no gradient through the targets.
+
+    Args:
+        q_values: ``[batch, actions]`` online Q-values at s.
+        actions: ``[batch]`` int32 actions taken.
+        targets: ``[batch]`` TD targets (:func:`td_targets`).
+    """
+    return keras.losses.Huber()(tf.stop_gradient(targets),
+                                tf.gather(q_values, actions, batch_dims=1))
+
+
+def _network_td_targets(q_network, target_network, rewards, next_observations, terminated,
+                        gamma, double_q):
+    """:func:`td_targets` of a batch, from the networks' Q-values at s'."""
+    next_target_q = target_network(next_observations)
+    next_online_q = q_network(next_observations) if double_q else None
+    return td_targets(rewards, terminated, next_target_q, gamma, next_online_q)
+
+
+def _batch_signature(spec) -> tuple[tf.TensorSpec, ...]:
+    """TensorSpecs of a replay batch ``(s, a, r, s', terminated)`` (:meth:`_Replay.sample`)."""
+    observations = tf.TensorSpec((None, *spec.observation_shape), spec.observation_dtype)
+    scalars = tf.TensorSpec((None,), tf.float32)
+    return observations, tf.TensorSpec((None,), tf.int32), scalars, observations, scalars
+
+
 def _make_update(q_network, target_network, optimizer, gamma, spec, double_q=True,
                  distillation=None):
     """One (double-)DQN gradient step, compiled once for a fixed signature.
@@ -611,32 +701,21 @@ def _make_update(q_network, target_network, optimizer, gamma, spec, double_q=Tru
     distillation.loss(teacher(s), Q(s))`` (the second term only with a
     ``distillation`` term) and returns ``(L_TD, L_distill)`` (0 without one).
     """
-    huber = keras.losses.Huber()
-    observations_spec = tf.TensorSpec((None, *spec.observation_shape), spec.observation_dtype)
-    scalars = tf.TensorSpec((None,), tf.float32)
 
-    @tf.function(input_signature=[
-        observations_spec, tf.TensorSpec((None,), tf.int32), scalars, observations_spec, scalars,
-        tf.TensorSpec((), tf.float32)
-    ])
+    @tf.function(input_signature=[*_batch_signature(spec), tf.TensorSpec((), tf.float32)])
     def update(observations, actions, rewards, next_observations, terminated, weight=0.0):
-        next_target_q = target_network(next_observations)
-        if double_q:
-            next_actions = tf.argmax(q_network(next_observations), axis=-1, output_type=tf.int32)
-            next_values = tf.gather(next_target_q, next_actions, batch_dims=1)
-        else:
-            next_values = tf.reduce_max(next_target_q, axis=-1)
-        targets = rewards + gamma * (1.0 - terminated) * next_values
+        targets = _network_td_targets(q_network, target_network, rewards, next_observations,
+                                      terminated, gamma, double_q)
         teacher_q = (tf.stop_gradient(tf.cast(distillation.teacher(observations), tf.float32))
                      if distillation is not None else None)
         with tf.GradientTape() as tape:
             all_q = q_network(observations, training=True)
-            td_loss = huber(tf.stop_gradient(targets), tf.gather(all_q, actions, batch_dims=1))
+            loss_td = td_loss(all_q, actions, targets)
             distillation_loss = (distillation.loss(teacher_q, all_q) if distillation is not None
-                                 else tf.zeros((), td_loss.dtype))
-            loss = td_loss + weight * distillation_loss
+                                 else tf.zeros((), loss_td.dtype))
+            loss = loss_td + weight * distillation_loss
         variables = q_network.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return td_loss, distillation_loss
+        return loss_td, distillation_loss
 
     return update
