@@ -11,7 +11,7 @@ import pytest
 from tfkd.models import build_mlp
 from tfkd.rl import DQNConfig, DQNHistory, train_dqn
 from tfkd.rl import evaluation
-from tfkd.rl.dqn import _make_update, load_dqn_teacher, save_dqn_teacher
+from tfkd.rl.dqn import _make_update, load_dqn_teacher, save_dqn_teacher, td_targets
 from tfkd.rl.envs import EnvSpec
 from tfkd.rl.teacher_io import NonFiniteError
 
@@ -57,6 +57,18 @@ def test_td_update_fits_terminal_rewards():
         update(observations, actions, rewards, observations, np.ones(3, np.float32))
     q_values = np.asarray(q_network(observations))
     np.testing.assert_allclose(q_values[np.arange(3), actions], rewards, atol=0.05)
+
+
+def test_td_targets_match_a_numpy_reference():
+    """Double DQN: the online net picks a', the target net values it; DQN: the target's max."""
+    rng = np.random.default_rng(0)
+    rewards, terminated = rng.normal(size=5), np.array([0, 1, 0, 0, 1], np.float64)
+    next_target_q, next_online_q = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    chosen = next_target_q[np.arange(5), next_online_q.argmax(-1)]
+    np.testing.assert_allclose(td_targets(rewards, terminated, next_target_q, 0.9, next_online_q),
+                               rewards + 0.9 * (1 - terminated) * chosen)
+    np.testing.assert_allclose(td_targets(rewards, terminated, next_target_q, 0.9),
+                               rewards + 0.9 * (1 - terminated) * next_target_q.max(-1))
 
 
 def test_short_dqn_run_learns_something():

@@ -1,11 +1,15 @@
 """Many teachers, one student: multi-task distillation (Rusu et al. 2016, §4),
-one student with a head per task, and several teachers of one task.
+one student with a head per task, and several teachers of one task; and the
+baseline, a multi-task DQN trained from scratch.
 
 Two tasks with fixed-weight teachers that need no training: CartPole-v1 (the
 linear controller of conftest.py, 500 every episode) and MountainCar-v0 (push
 the way the car moves: about -112 against random play's -200). A multi-task
 student distilled from both must play both, on held-out episodes.
 """
+
+import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -16,13 +20,20 @@ from tfkd.distillation import Distiller, TeacherEnsemble
 from tfkd.models import build_mlp, build_multi_task_student, count_params, task_model, task_names
 from tfkd.rl import (
     DistillConfig,
+    DQNConfig,
     MultiTaskHistory,
     compare_policies,
     distill,
     distill_multi_task,
+    evaluate_policy,
     held_out_seeds,
+    make_vector_env,
+    normalized_score,
+    train_dqn,
+    train_multi_task_dqn,
 )
 from tfkd.rl.loops import MASKED_LOGIT, _packed_view
+from tfkd.rl.multi_task_dqn import _make_multi_task_update, _Run
 
 TASKS = {"CartPole-v1": ((4,), 2), "MountainCar-v0": ((2,), 3)}
 HELD_OUT = held_out_seeds(0, 10)
@@ -185,3 +196,137 @@ def test_multi_task_distillation_on_ray_workers(cartpole_teacher):
         assert history.tasks[env_id].env_steps == [1000, 2000, 3000, 4000]
         result = compare_policies(env_id, teacher, task_model(model, env_id), HELD_OUT)
         assert result.normalized_score >= 0.9, (env_id, result.as_dict())
+
+
+# ------------------------------------------------- multi-task DQN from scratch
+
+def dqn_config(env_id="CartPole-v1", **overrides):
+    values = dict(env_id=env_id, total_env_steps=400, num_envs=4, learning_starts=100,
+                  buffer_capacity=1_000, batch_size=16, train_every=4, eval_every=200,
+                  eval_episodes=2, target_update_every=100, epsilon_fraction=0.5,
+                  progress=False)
+    return DQNConfig(**{**values, **overrides})
+
+
+def dqn_configs(**overrides):
+    return [dqn_config(env_id, **overrides) for env_id in TASKS]
+
+
+def test_multi_task_dqn_of_one_task_trains_as_train_dqn():
+    """Task 0 reuses train_dqn's pieces and random streams: the same weights, the same history."""
+    one_task = {"CartPole-v1": TASKS["CartPole-v1"]}
+    keras.utils.set_random_seed(0)
+    alone = build_multi_task_student(one_task, trunk_units=(16,), adapter_units=16)
+    single = train_dqn(task_model(alone, "CartPole-v1"), dqn_config())
+    keras.utils.set_random_seed(0)
+    multi = build_multi_task_student(one_task, trunk_units=(16,), adapter_units=16)
+    history = train_multi_task_dqn(multi, [dqn_config()])
+    for ours, theirs in zip(multi.get_weights(), alone.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    expected, got = single.as_dict(), history.tasks["CartPole-v1"].as_dict()
+    expected.pop("wall_time_s"), got.pop("wall_time_s")
+    assert got == expected and history.best_step == single.best_step
+
+
+def test_one_multi_task_dqn_step_minimises_the_sum_of_the_tasks_td_losses():
+    """With SGD the trunk moves by −lr·(∇L_TD,0 + ∇L_TD,1), each adapter by its own task's only."""
+    model = student(2)
+    configs = dqn_configs()
+    envs = [make_vector_env(config.env_id, config.num_envs) for config in configs]
+    try:
+        run = _Run(model, configs, envs, None)
+        for _ in range(10):
+            for task in run.tasks:
+                task.explorer.step(0)
+        batches = [task.sample() for task in run.tasks]
+        gradients, losses = [], []
+        for task, (s, a, r, s_next, terminated) in zip(run.tasks, batches):
+            # The reference: the TD loss written out in NumPy from the networks' Q-values.
+            q_next, q_target_next = (np.asarray(net(s_next)) for net in
+                                     (task.q_network, task.target_network))
+            y = r.numpy() + 0.99 * (1 - terminated.numpy()) * q_target_next[
+                np.arange(len(a)), q_next.argmax(-1)]  # the double-DQN target
+            with tf.GradientTape() as tape:
+                q = tf.gather(task.q_network(s), a, batch_dims=1)
+                error = tf.abs(q - y)
+                loss = tf.reduce_mean(tf.where(error <= 1, 0.5 * error**2, error - 0.5))
+            losses.append(float(loss))
+            variables = model.trainable_variables
+            gradients.append({v.path: np.zeros(v.shape) if g is None else g.numpy()
+                              for v, g in zip(variables, tape.gradient(loss, variables))})
+        before = {v.path: v.numpy() for v in model.trainable_variables}
+        update = _make_multi_task_update(model, run.tasks, keras.optimizers.SGD(0.1))
+        np.testing.assert_allclose(update(batches).numpy(), losses, rtol=1e-5)
+    finally:
+        for env in envs:
+            env.close()
+    for task_gradients in gradients:  # both tasks' losses reach the shared trunk
+        assert np.abs(task_gradients["trunk_0/kernel"]).max() > 1e-4
+    assert np.abs(gradients[0]["adapter_1/kernel"]).max() == 0  # and only their own adapter
+    for variable in model.trainable_variables:
+        step = -0.1 * (gradients[0][variable.path] + gradients[1][variable.path])
+        np.testing.assert_allclose(variable.numpy() - before[variable.path], step, atol=1e-6)
+
+
+def test_each_task_has_its_own_env_replay_and_budget():
+    model = student(3)
+    configs = dqn_configs()
+    configs[1] = dataclasses.replace(configs[1], batch_size=8, epsilon_final=0.2)
+    envs = [make_vector_env(config.env_id, config.num_envs) for config in configs]
+    try:
+        run = _Run(model, configs, envs, None)
+        history = run.train()
+    finally:
+        for env in envs:
+            env.close()
+    cartpole, mountain_car = (task.replay for task in run.tasks)
+    assert cartpole.size == mountain_car.size == 400  # every env step of its own task
+    assert cartpole.observations.shape[1:] == (4,) and mountain_car.observations.shape[1:] == (2,)
+    positions = mountain_car.observations[:400, 0]  # MountainCar's car: in [-1.2, 0.6]
+    assert positions.min() >= -1.2 and positions.max() <= 0.6
+    assert np.isin(mountain_car.actions, [0, 1, 2]).all() and set(cartpole.actions[:400]) == {0, 1}
+    assert (cartpole.rewards[:400] == 1).all() and (mountain_car.rewards[:400] == -1).all()
+    for task in history.tasks.values():
+        assert task.env_steps == 400 and task.eval_steps == [200, 400]
+        assert all(loss is not None for loss in task.eval_loss)
+    assert history.tasks["MountainCar-v0"].eval_epsilon[-1] != history.tasks[
+        "CartPole-v1"].eval_epsilon[-1]  # each task its own ε schedule
+
+
+def test_the_kept_network_is_the_best_mean_normalised_score_on_selection_episodes():
+    model = student(4)
+    references = {"CartPole-v1": 500.0, "MountainCar-v0": -110.0}
+    history = train_multi_task_dqn(model, dqn_configs(total_env_steps=600),
+                                   reference_returns=references)
+    assert history.eval_steps == [200, 400, 600]
+    for k, step in enumerate(history.eval_steps):
+        returns = [task.eval_return_mean[k] for task in history.tasks.values()]
+        assert history.selection_score[k] == pytest.approx(np.mean([
+            normalized_score(r, history.random_returns[env_id], references[env_id])
+            for r, env_id in zip(returns, TASKS)]))
+    best = int(np.argmax(history.selection_score))
+    assert history.best_step == history.eval_steps[best]
+    for env_id, task in history.tasks.items():  # the network ends with the kept weights
+        assert task.best_step == history.best_step
+        kept = evaluate_policy(env_id, task_model(model, env_id), task.selection_seeds)
+        assert kept.mean == task.best_return == task.eval_return_mean[best]
+    json.dumps(history.as_dict(), allow_nan=False)
+
+
+def test_multi_task_dqn_refuses_bad_settings_in_one_line():
+    model = student()
+    cases = [
+        ([dqn_config()], None, "are not the network's tasks"),
+        (dqn_configs()[::-1], None, "are not the network's tasks"),
+        ([], None, "one DQNConfig per task"),
+        ([dqn_config(), dqn_config("MountainCar-v0", learning_rate=1e-4)], None,
+         "must agree on learning_rate"),
+        ([dqn_config(), dqn_config("MountainCar-v0", checkpoint_dir="ckpt")], None,
+         "does not take checkpoint_dir"),
+        (dqn_configs(), {"CartPole-v1": 500.0}, "one return per task"),
+        (dqn_configs(), {"CartPole-v1": 500.0, "MountainCar-v0": -200.0}, "differ from random"),
+    ]
+    for configs, references, message in cases:
+        with pytest.raises(ValueError, match=message) as error:
+            train_multi_task_dqn(model, configs, reference_returns=references)
+        assert "\n" not in str(error.value)

@@ -1,6 +1,6 @@
 """Reinforcement-learning side of tfkd: environments, rollouts, datasets,
-distillation loops, evaluation, a compact DQN and kickstarting (DQN plus a
-scheduled distillation term).
+distillation loops, evaluation, a compact DQN (single-task, and multi-task from
+scratch) and kickstarting (DQN plus a scheduled distillation term).
 
 Needs gymnasium only (no TF-Agents). Teachers are any callable mapping a batch
 of observations to logits or Q-values.
@@ -25,6 +25,7 @@ from tfkd.rl.loops import (
     distill_teacher_driven,
 )
 from tfkd.rl.dqn import DQNConfig, DQNHistory, train_dqn
+from tfkd.rl.multi_task_dqn import MultiTaskDQNHistory, train_multi_task_dqn
 # Binds the module too: rl.kickstart.kickstart(...), like rl.dqn.train_dqn.
 from tfkd.rl.kickstart import KickstartConfig
 from tfkd.rl.envs import (
@@ -73,6 +74,7 @@ __all__ = [
     "DistillConfig",
     "DistillationBuffer",
     "DistillationHistory",
+    "MultiTaskDQNHistory",
     "MultiTaskHistory",
     "EnvSpec",
     "EpsilonGreedyPolicy",
@@ -117,4 +119,5 @@ __all__ = [
     "selection_seeds",
     "to_tf_dataset",
     "train_dqn",
+    "train_multi_task_dqn",
 ]

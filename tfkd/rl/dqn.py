@@ -28,6 +28,8 @@ checkpointed), so it is reproducible but not identical to an uninterrupted one.
 Kickstarting (:mod:`tfkd.rl.kickstart`) is this DQN with one extra loss: given
 a ``distillation`` term, each update minimises ``L_TD + λ_t · L_distill`` to a
 teacher's Q-values; the TD loss, replay, target network and ε are the same code.
+The multi-task DQN (:mod:`tfkd.rl.multi_task_dqn`) runs one env side
+(:class:`_Explorer`), replay memory and :func:`td_loss` per task on one network.
 """
 
 from __future__ import annotations
