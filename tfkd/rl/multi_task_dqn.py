@@ -18,7 +18,9 @@ step samples a minibatch B_k from each task's replay memory and minimises
 through the shared trunk, y the double-DQN target of task k's head of the
 target network (one copy of the whole multi-task network), with one Adam
 optimizer. The sum, not the mean: task k's adapter and head get the gradient
-its own DQN would give them.
+its own DQN would give them. ``train_every`` and ``gradient_steps`` count env
+steps per task, so each task's replay memory is sampled as often as in its
+own :func:`~tfkd.rl.dqn.train_dqn` run on the same budget.
 
 One :class:`~tfkd.rl.dqn.DQNConfig` per task. The settings of the shared
 network, optimizer and schedule (:data:`SHARED_SETTINGS`) must agree across
@@ -80,7 +82,7 @@ class MultiTaskDQNHistory:
             every task) and ``best_return`` this task's return there.
         eval_steps: env steps (per task) of each evaluation.
         selection_score: per evaluation, the score the kept weights are
-            chosen on (see :func:`train_multi_task_dqn`).
+            chosen on (:func:`selection_score`; None where undefined).
         reference_returns: per task, the return that scores 1, or None
             (selection on the mean return).
         random_returns: per task, the uniform-random policy's mean return on
@@ -91,7 +93,7 @@ class MultiTaskDQNHistory:
 
     tasks: dict[str, DQNHistory]
     eval_steps: list[int] = field(default_factory=list)
-    selection_score: list[float] = field(default_factory=list)
+    selection_score: list[float | None] = field(default_factory=list)
     reference_returns: dict[str, float] | None = None
     random_returns: dict[str, float] | None = None
     best_score: float | None = None
@@ -108,16 +110,18 @@ class MultiTaskDQNHistory:
 
 
 def selection_score(returns: Sequence[float], random_returns: Sequence[float] | None = None,
-                    reference_returns: Sequence[float] | None = None) -> float:
+                    reference_returns: Sequence[float] | None = None) -> float | None:
     """The score a multi-task network is selected on: a mean over tasks.
 
     With references, the mean normalised score (0: random play, 1: the
-    reference, e.g. the task's teacher)::
+    reference, e.g. the task's teacher), as ``distill_multi_task`` selects::
 
         score = (1/K) Σ_k (R_k − R_random,k) / (R_ref,k − R_random,k)
 
-    so every task counts alike whatever its return scale. Without, the mean
-    return ``(1/K) Σ_k R_k``, in which tasks with large returns weigh more.
+    so every task counts alike whatever its return scale; None if a task's
+    score is undefined (its reference return equals random play's). Without
+    references, the mean return ``(1/K) Σ_k R_k``, in which tasks with large
+    returns weigh more.
 
     Args:
         returns: each task's mean return on its selection episodes.
@@ -128,7 +132,7 @@ def selection_score(returns: Sequence[float], random_returns: Sequence[float] | 
         return float(np.mean(returns))
     scores = [evaluation.normalized_score(r, low, high)
               for r, low, high in zip(returns, random_returns, reference_returns)]
-    return float(np.mean(scores))
+    return None if None in scores else float(np.mean(scores))
 
 
 def train_multi_task_dqn(network: keras.Model, configs: Sequence[DQNConfig],
@@ -140,8 +144,9 @@ def train_multi_task_dqn(network: keras.Model, configs: Sequence[DQNConfig],
     ``eval_every`` env steps (per task) and at the end, each task's head plays
     greedily on ``selection_seeds(seed, eval_episodes)`` episodes of its env,
     never on held-out ones, and :func:`selection_score` combines the returns;
-    with ``keep_best`` the network ends with the weights of the evaluation
-    with the highest score, otherwise with the last weights.
+    with ``keep_best`` the network ends with the weights of the first
+    evaluation with the highest score, otherwise (or if no score was
+    defined) with the last weights.
 
     Args:
         network: a multi-task network whose tasks (``tfkd.models.task_names``)
@@ -162,8 +167,8 @@ def train_multi_task_dqn(network: keras.Model, configs: Sequence[DQNConfig],
     Raises:
         ValueError: the configs disagree on a shared setting or ask for
             something not supported here, their env ids are not the network's
-            tasks, or ``reference_returns`` does not give every task a return
-            other than random play's.
+            tasks, or ``reference_returns`` does not give every task a finite
+            return.
         tfkd.rl.teacher_io.NonFiniteError: if the loss or the weights go NaN / inf.
     """
     configs = list(configs)
@@ -257,17 +262,14 @@ class _Run:
         if sorted(reference_returns) != sorted(env_ids):
             raise ValueError(f"reference_returns must give one return per task "
                              f"({', '.join(env_ids)}), got {', '.join(reference_returns)}.")
+        for env_id, value in reference_returns.items():
+            if value is None or not np.isfinite(value):
+                raise ValueError(f"reference_returns[{env_id!r}] must be finite, got {value}.")
         if not self.config.eval_episodes:
             return  # no evaluations, nothing to select
         randoms = {task.env_id: evaluation.evaluate_policy(
             task.env_id, evaluation.random_policy(task.spec.num_actions), task.seeds).mean
             for task in self.tasks}
-        for env_id in env_ids:
-            if evaluation.normalized_score(0.0, randoms[env_id],
-                                           reference_returns[env_id]) is None:
-                raise ValueError(f"reference_returns[{env_id!r}] must be finite and differ "
-                                 f"from random play's {randoms[env_id]} on the selection "
-                                 "episodes.")
         self.history.reference_returns = {k: float(reference_returns[k]) for k in env_ids}
         self.history.random_returns = randoms
 
@@ -327,7 +329,7 @@ class _Run:
                                     list(history.reference_returns.values()))
         history.eval_steps.append(self.step)
         history.selection_score.append(score)
-        if history.best_score is None or score > history.best_score:
+        if score is not None and (history.best_score is None or score > history.best_score):
             history.best_score, history.best_step = score, self.step
             self.best_weights = self.network.get_weights()
             for task, value in zip(self.tasks, returns):
