@@ -6,18 +6,22 @@ Two parts (``--part``):
   LunarLander-v3 (256x256, cached like ``benchmarks/rl.py``'s), distilled
   student-driven into one student with a 64-unit adapter per env, a shared
   64x64 trunk and a head per env (Rusu et al. 2016, §4), at most 1/10 of the
-  teachers' combined parameters. Per env: the teacher's parameters and
-  held-out return, the student's normalised score.
+  teachers' combined parameters. The baseline, as in Rusu et al.: the same
+  network from the same initial weights trained from scratch by multi-task
+  DQN (``tfkd.rl.train_multi_task_dqn``) on the same env steps per env, with
+  the teachers' DQN recipe (:func:`scratch_configs`). Per env and network:
+  the teacher's parameters and held-out return, the network's normalised
+  score.
 - ``multiteacher``: three LunarLander-v3 teachers (the same DQN recipe, seeds
   0, 1, 2) and a 64x64 student distilled from each alone and from all three
   (``TeacherEnsemble``: their mean policy, and per state the most confident
   teacher); scores are normalised by the best teacher's held-out return.
 
 Every student is distilled student-driven (DAgger) with the sharpened-Q KL
-(``q_value_kl``, T = 0.01), selected on its selection episodes and measured
-on ``held_out_seeds(seed, episodes)``; the table gives the mean over run
-seeds with a 95% bootstrap interval over seeds. The multi-task DQN trained
-from scratch that the issue also asks for is not part of this benchmark yet.
+(``q_value_kl``, T = 0.01). Every network, the multi-task DQN included, is
+kept from its evaluation with the best (mean) normalised score on its
+selection episodes and measured on ``held_out_seeds(seed, episodes)``; the
+table gives the mean over run seeds with a 95% bootstrap interval over seeds.
 
 Usage::
 
@@ -61,10 +65,13 @@ from tfkd.rl import (  # noqa: E402
     normalized_score,
     random_policy,
     seed_everything,
+    selection_seeds,
+    train_multi_task_dqn,
 )
 from tfkd.rl.dqn import DQNConfig  # noqa: E402
+from tfkd.rl.multi_task_dqn import SHARED_SETTINGS  # noqa: E402
 
-FORMAT = "tfkd.benchmarks.multitask/1"
+FORMAT = "tfkd.benchmarks.multitask/2"
 PARTS = ("multitask", "multiteacher")
 
 # rl-baselines3-zoo's Acrobot DQN, with LunarLander's update rate.
@@ -114,6 +121,27 @@ def config(budget: Budget, env_id, seed: int) -> DistillConfig:
         eval_episodes=budget.eval_episodes, keep_best=True, seed=seed, progress=False)
 
 
+def scratch_configs(recipes: dict[str, DQNConfig], budget: Budget,
+                    seed: int) -> list[DQNConfig]:
+    """The multi-task DQN's settings: each env's teacher recipe on the students' budget.
+
+    One network, optimizer and update schedule serve every task, so the
+    shared settings (``SHARED_SETTINGS``: learning rate, gradient clipping,
+    envs per task, learning starts, update and target-update cadence) come
+    from the recipe of the teacher trained longest: LunarLander-v3's, which
+    Acrobot's shares. Each task keeps its recipe's batch size, replay size,
+    discount and ε schedule. Budget, evaluations and selection are the
+    students': ``budget.env_steps`` env steps per task, an evaluation on
+    ``budget.eval_episodes`` selection episodes every ``steps_per_round``.
+    """
+    longest = max(recipes.values(), key=lambda recipe: recipe.total_env_steps)
+    shared = {name: getattr(longest, name) for name in SHARED_SETTINGS}
+    shared.update(total_env_steps=budget.env_steps, eval_every=budget.steps_per_round,
+                  eval_episodes=budget.eval_episodes, keep_best=True, seed=seed, progress=False)
+    return [dataclasses.replace(recipe, hidden_units=budget.trunk_units, **shared)
+            for recipe in recipes.values()]
+
+
 def row(method: str, env_id: str, comparison, params: int, seconds: float) -> dict:
     return {"method": method, "env": env_id, "params": params,
             "mean_return": comparison.student.mean, "ci95": list(comparison.student.ci95),
@@ -125,28 +153,52 @@ def row(method: str, env_id: str, comparison, params: int, seconds: float) -> di
 # ------------------------------------------------------------------ the parts
 
 
-def multitask_seed(teachers: dict, budget: Budget, seed: int, episodes: int) -> list[dict]:
-    """One multi-task student of all envs; a row per env."""
+def multitask_seed(teachers: dict, recipes: dict[str, DQNConfig], budget: Budget, seed: int,
+                   episodes: int) -> list[dict]:
+    """The multi-task student of all envs and the multi-task DQN from scratch: two rows per env."""
     specs = {env_id: env_spec(make_env(env_id), env_id) for env_id in teachers}
-    seed_everything(seed)
-    student = build_multi_task_student(
-        {env_id: (spec.observation_shape, spec.num_actions) for env_id, spec in specs.items()},
-        trunk_units=budget.trunk_units, adapter_units=budget.adapter_units)
+    tasks = {env_id: (spec.observation_shape, spec.num_actions) for env_id, spec in specs.items()}
+
+    def network():  # the same initial weights for both networks of this seed
+        seed_everything(seed)
+        return build_multi_task_student(tasks, trunk_units=budget.trunk_units,
+                                        adapter_units=budget.adapter_units)
+
+    student = network()
     combined = sum(count_params(teacher) for teacher in teachers.values())
     if 10 * count_params(student) > combined:
         sys.exit("error: the multi-task student has more than 1/10 of the teachers' parameters.")
     start = time.perf_counter()
     distill_multi_task(list(teachers.values()), student, config(budget, tuple(teachers), seed))
-    seconds = time.perf_counter() - start
+    student_seconds = time.perf_counter() - start
+
+    # Selected like the student: on the mean normalised score against the
+    # teachers on the same selection episodes.
+    scratch = network()
+    selection = selection_seeds(seed, budget.eval_episodes)
+    references = {env_id: evaluate_policy(env_id, teacher, selection).mean
+                  for env_id, teacher in teachers.items()}
+    start = time.perf_counter()
+    history = train_multi_task_dqn(scratch, scratch_configs(recipes, budget, seed), references)
+    scratch_seconds = time.perf_counter() - start
+
+    held_out = held_out_seeds(seed, episodes)
     rows = []
     for env_id, teacher in teachers.items():
-        network = task_model(student, env_id)
-        comparison = compare_policies(env_id, teacher, network, held_out_seeds(seed, episodes))
-        rows.append({**row("multi-task student", env_id, comparison, count_params(student),
-                           seconds), "seed": seed, "teacher_params": count_params(teacher)})
-        print(f"  seed {seed} {env_id}: teacher {comparison.teacher.mean:.1f}, student "
-              f"{comparison.student.mean:.1f}, score {_fmt(comparison.normalized_score, 3)}",
-              flush=True)
+        teacher_return = evaluate_policy(env_id, teacher, held_out)
+        random_return = evaluate_policy(env_id, random_policy(specs[env_id].num_actions), held_out)
+        for method, model, seconds, extra in (
+                ("multi-task student", student, student_seconds, {}),
+                ("multi-task DQN from scratch", scratch, scratch_seconds,
+                 {"env_steps": history.tasks[env_id].env_steps, "kept_step": history.best_step})):
+            comparison = compare_policies(env_id, teacher, task_model(model, env_id), held_out,
+                                          teacher_return=teacher_return,
+                                          random_return=random_return)
+            rows.append({**row(method, env_id, comparison, count_params(model), seconds),
+                         "seed": seed, "teacher_params": count_params(teacher), **extra})
+            print(f"  seed {seed} {env_id} {method}: teacher {comparison.teacher.mean:.1f}, "
+                  f"network {comparison.student.mean:.1f}, score "
+                  f"{_fmt(comparison.normalized_score, 3)}", flush=True)
     return rows
 
 
@@ -218,11 +270,16 @@ def run_part(part: str, args, budget: Budget) -> dict:
         teachers = {env_id: teacher_for(env_id, setup, args.out)[0]
                     for env_id, setup in env_setups.items()}
         teacher_names = {env_id: _folder(env_id, setup) for env_id, setup in env_setups.items()}
-        run = lambda seed: multitask_seed(teachers, budget, seed, args.episodes)  # noqa: E731
+        recipes = {env_id: setup.teacher_dqn for env_id, setup in env_setups.items()}
+        extra_settings = {"scratch_dqn": [
+            {key: value for key, value in c.as_dict().items() if key != "seed"}
+            for c in scratch_configs(recipes, budget, 0)]}
+        run = lambda seed: multitask_seed(  # noqa: E731
+            teachers, recipes, budget, seed, args.episodes)
     else:
         env_id = "CartPole-v1" if args.smoke else "LunarLander-v3"
         setup = env_setups[env_id]
-        teachers, teacher_names = {}, {}
+        teachers, teacher_names, extra_settings = {}, {}, {}
         for teacher_seed in (0, 1, 2):
             setup_k = dataclasses.replace(setup, teacher_dqn=dataclasses.replace(
                 setup.teacher_dqn, seed=teacher_seed))
@@ -233,7 +290,8 @@ def run_part(part: str, args, budget: Budget) -> dict:
         run = lambda seed: multiteacher_seed(teachers, budget, seed, args.episodes)  # noqa: E731
     path = os.path.join(args.out, "multitask", f"{part}.json")
     settings = strict_json({"budget": dataclasses.asdict(budget), "episodes": args.episodes,
-                            "teachers": teacher_names})
+                            "teachers": teacher_names,
+                            **extra_settings})
     done = {}
     if os.path.exists(path) and not args.fresh:
         with open(path, encoding="utf-8") as file:

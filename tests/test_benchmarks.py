@@ -81,10 +81,18 @@ def test_multitask_smoke(tmp_path):
     out = tmp_path / "results"
     stdout = run_benchmark("multitask.py", "--smoke", "--out", out, cwd=tmp_path)
     multitask = _strict_load(out / "multitask" / "multitask.json")
+    methods = ("multi-task student", "multi-task DQN from scratch")
     assert [(e["method"], e["env"]) for e in multitask["summary"]] == [
-        ("multi-task student", "CartPole-v1"), ("multi-task student", "Acrobot-v1")]
-    for entry in multitask["summary"]:
-        assert entry["params"] * 10 <= sum(e["teacher_params"] for e in multitask["summary"])
+        (method, env) for env in ("CartPole-v1", "Acrobot-v1") for method in methods]
+    teacher_params = {e["env"]: e["teacher_params"] for e in multitask["summary"]}
+    params = {e["params"] for e in multitask["summary"]}  # one network architecture
+    assert len(params) == 1 and params.pop() * 10 <= sum(teacher_params.values())
+    for row in multitask["per_seed"][0]:
+        assert row["random_return"] is not None and row["teacher_return"] is not None
+        if row["method"] == "multi-task DQN from scratch":
+            assert row["env_steps"] == 200  # the students' budget per env (SMOKE_BUDGET)
+    assert len(multitask["settings"]["scratch_dqn"]) == 2
+    assert "| Acrobot-v1 | multi-task DQN from scratch |" in stdout
     multiteacher = _strict_load(out / "multitask" / "multiteacher.json")
     methods = [entry["method"] for entry in multiteacher["summary"]]
     assert "student of ensemble (mean)" in methods and "student of teacher 2" in methods
