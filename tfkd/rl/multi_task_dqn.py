@@ -171,8 +171,8 @@ def train_multi_task_dqn(network: keras.Model, configs: Sequence[DQNConfig],
             return.
         tfkd.rl.teacher_io.NonFiniteError: if the loss or the weights go NaN / inf.
     """
-    configs = list(configs)
-    _check(network, configs)
+    configs = [configs] if isinstance(configs, DQNConfig) else list(configs)
+    _check(network, configs, reference_returns)
     shared = configs[0]
     keras.utils.set_random_seed(shared.seed)
     envs = []
@@ -185,9 +185,10 @@ def train_multi_task_dqn(network: keras.Model, configs: Sequence[DQNConfig],
             env.close()
 
 
-def _check(network: keras.Model, configs: list[DQNConfig]) -> None:
+def _check(network: keras.Model, configs: list[DQNConfig],
+           reference_returns: Mapping[str, float] | None) -> None:
     if not configs or not all(isinstance(config, DQNConfig) for config in configs):
-        raise ValueError("configs must be one DQNConfig per task, at least one.")
+        raise ValueError("configs must be a list of one DQNConfig per task, at least one.")
     for config in configs:
         config.check()
     env_ids = [config.env_id for config in configs]
@@ -209,6 +210,13 @@ def _check(network: keras.Model, configs: list[DQNConfig]) -> None:
         if unsupported:
             raise ValueError(f"train_multi_task_dqn does not take {', '.join(unsupported)}: "
                              f"leave it at its default in {config.env_id}'s config.")
+    if reference_returns is not None:
+        if sorted(reference_returns) != sorted(env_ids):
+            raise ValueError(f"reference_returns must give one return per task "
+                             f"({', '.join(env_ids)}), got {', '.join(reference_returns)}.")
+        for env_id, value in reference_returns.items():
+            if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+                raise ValueError(f"reference_returns[{env_id!r}] must be finite, got {value!r}.")
 
 
 class _Task:
@@ -258,19 +266,13 @@ class _Run:
         self.step, self.last_checked, self.best_weights = 0, None, None
 
     def _set_references(self, reference_returns: Mapping[str, float]) -> None:
-        env_ids = [task.env_id for task in self.tasks]
-        if sorted(reference_returns) != sorted(env_ids):
-            raise ValueError(f"reference_returns must give one return per task "
-                             f"({', '.join(env_ids)}), got {', '.join(reference_returns)}.")
-        for env_id, value in reference_returns.items():
-            if value is None or not np.isfinite(value):
-                raise ValueError(f"reference_returns[{env_id!r}] must be finite, got {value}.")
         if not self.config.eval_episodes:
             return  # no evaluations, nothing to select
         randoms = {task.env_id: evaluation.evaluate_policy(
             task.env_id, evaluation.random_policy(task.spec.num_actions), task.seeds).mean
             for task in self.tasks}
-        self.history.reference_returns = {k: float(reference_returns[k]) for k in env_ids}
+        self.history.reference_returns = {task.env_id: float(reference_returns[task.env_id])
+                                          for task in self.tasks}
         self.history.random_returns = randoms
 
     def train(self) -> MultiTaskDQNHistory:
