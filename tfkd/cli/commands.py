@@ -588,7 +588,7 @@ def export(args: argparse.Namespace, out: OutputDir) -> int:
                 student, args.env, folder, teacher, calibration=calibration, variants=variants,
                 seed=args.seed, eval_episodes=args.eval_episodes,
                 latency_repeats=args.latency_repeats, tf_agents_policy=not args.no_tf_agents,
-                teacher_path=args.teacher or "<none>", per_channel=not args.per_tensor,
+                teacher_path=args.teacher or "<none>", per_channel=args.per_channel,
                 progress=None if args.quiet else print)
         except (ValueError, ImportError) as error:
             raise CliError(str(error).splitlines()[0]) from None

@@ -241,9 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="observations for the int8 calibration: a .npz dataset saved by "
                           "tfkd.rl.save_npz, e.g. the distillation buffer (default: 10,000 "
                           "env steps of the student's own rollouts)")
-    sub.add_argument("--per-tensor", action="store_true",
-                     help="int8 weights with one scale per tensor, not per output channel: "
-                          "a smaller file (about 3 KB less for a 64x64 MLP), a coarser grid")
+    sub.add_argument("--per-channel", action="store_true",
+                     help="int8 weights with one scale per output channel, not one per "
+                          "tensor: a finer grid, a larger file (about 3 KB more for a 64x64 "
+                          "MLP)")
     sub.add_argument("--qat", action="store_true",
                      help="also distil a quantisation-aware copy of the student (fake-quant "
                           "weights and activations) and export it as int8; needs --teacher")

@@ -63,7 +63,7 @@ def export(student, env_id: str, out_dir: str | os.PathLike, teacher=None, *,
            calibration: np.ndarray | None = None, variants: Mapping[str, object] | None = None,
            seed: int = 0, eval_episodes: int = 100, latency_repeats: int = 1_000,
            tf_agents_policy: bool = True, teacher_path: str = "<teacher>",
-           per_channel: bool = True) -> dict:
+           per_channel: bool = False) -> dict:
     """Exports ``student`` into ``out_dir`` (replaced atomically) and returns the report.
 
     Args:
@@ -86,8 +86,8 @@ def export(student, env_id: str, out_dir: str | os.PathLike, teacher=None, *,
         tf_agents_policy: also save the TF-Agents policy (needs Keras 2 as
             ``tf.keras``, see :mod:`tfkd.deploy.tf_agents_policy`).
         teacher_path: where the teacher came from, for the report.
-        per_channel: int8 weight scales per output channel (default) or per
-            tensor (a smaller file; see :func:`tfkd.deploy.convert.tflite_int8`).
+        per_channel: int8 weight scales per output channel, or per tensor
+            (default: a smaller file; see :func:`tfkd.deploy.convert.tflite_int8`).
 
     Raises:
         ValueError: the student does not fit the env, or bad calibration data.
@@ -110,7 +110,7 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
                  variants: Mapping[str, object] | None = None, seed: int = 0,
                  eval_episodes: int = 100, latency_repeats: int = 1_000,
                  tf_agents_policy: bool = True, teacher_path: str = "<teacher>",
-                 per_channel: bool = True, progress=print) -> dict:
+                 per_channel: bool = False, progress=print) -> dict:
     """:func:`export` into an existing empty ``folder`` (the caller makes it atomic).
 
     ``progress`` is called with one line per step (``None``: silent).
