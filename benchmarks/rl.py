@@ -235,6 +235,7 @@ def run_seed(env_id: str, setup: Setup, teacher: keras.Model, description: dict,
     configs = distill_configs(env_id, setup, seed)
     if 10 * count_params(student("size")) > count_params(teacher):
         sys.exit(f"error: the {env_id} student has more than 1/10 of the teacher's parameters.")
+    os.makedirs(students_dir, exist_ok=True)
     rows = []
     for method in METHODS:
         network = student(method.replace(" ", "_"))
@@ -251,7 +252,6 @@ def run_seed(env_id: str, setup: Setup, teacher: keras.Model, description: dict,
             env_steps, seconds, kept = history.env_steps, history.wall_time_s, history.best_step
         comparison = compare_policies(env_id, teacher, network, seeds,
                                       teacher_return=teacher_return, random_return=random_return)
-        os.makedirs(students_dir, exist_ok=True)
         save_keras_model(network, os.path.join(
             students_dir, f"seed-{seed}-{method.replace(' ', '-')}.keras"))
         rows.append({
