@@ -26,14 +26,18 @@ def keras_teachers(tmp_path_factory):
 
 def test_teachers_of_two_envs_give_one_multi_task_student(tmp_path):
     """Teacher folders carry their env; the student gets a head per env."""
+    from tfkd.models import build_mlp
+    from tfkd.rl import DQNConfig, train_dqn
+
     teachers = []
-    for env_id in ("CartPole-v1", "Acrobot-v1"):
-        out = tmp_path / env_id
-        run = run_tfkd("train-teacher", "--env", env_id, "--backend", "keras", "--steps", 200,
-                       "--hidden", 8, "--eval-episodes", 1, "--select-episodes", 1,
-                       "--out", out, "--quiet")
-        assert run.returncode == 0, run.stderr
-        teachers += ["--teacher", out]
+    for env_id, shape, actions in (("CartPole-v1", (4,), 2), ("Acrobot-v1", (6,), 3)):
+        # the folder `tfkd train-teacher --backend keras` writes, trained here
+        # in-process: tests/test_cli.py runs the command itself
+        config = DQNConfig(env_id=env_id, hidden_units=(8,), total_env_steps=200,
+                           learning_starts=100, eval_every=200, eval_episodes=1, progress=False)
+        train_dqn(build_mlp(shape, actions, config.hidden_units),
+                  config, out_dir=str(tmp_path / env_id))
+        teachers += ["--teacher", tmp_path / env_id]
     run = run_tfkd("distill", *teachers, "--out", tmp_path / "student", *TINY_DISTILL)
     assert run.returncode == 0, run.stderr
     assert "one student of" in run.stdout and "student (its head)" in run.stdout

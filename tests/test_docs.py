@@ -4,8 +4,11 @@ Blocks of one document run in order, in one scratch folder, so a later block
 can use what an earlier one made (a teacher, a student). Python blocks run in
 a fresh interpreter each; bash blocks in bash with ``set -e``. Budgets are
 made tiny without editing the text: the ``tfkd`` command gets small-budget
-flags appended (argparse keeps the last value of a repeated flag), and
-``python examples/X.py`` / ``python benchmarks/X.py`` get ``--smoke``.
+flags appended (argparse keeps the last value of a repeated flag). A
+``python examples/X.py`` or ``python benchmarks/X.py`` line has its arguments
+parsed by the script's own parser and stops there: tests/test_examples.py and
+tests/test_benchmarks.py run every script with ``--smoke``, and running each
+again here would only double the suite's time.
 
 A block that must not run here (it installs packages, or is ``make test``
 itself) carries ``<!-- docs-test: skip (reason) -->`` on the line before
@@ -42,6 +45,22 @@ TINY_FLAGS = {
     "demo": "--teacher-steps 300 --steps 400 --steps-per-round 200 --train-steps-per-round 20 "
             "--select-episodes 2 --eval-episodes 2",
 }
+
+
+# Runs a script until its argparse parser has accepted the command line: an
+# unknown flag or a bad value still fails with argparse's message and exit 2.
+PARSE_ONLY = """
+import argparse, os, runpy, sys
+parse_args = argparse.ArgumentParser.parse_args
+def parse_and_stop(parser, *args, **kwargs):
+    parse_args(parser, *args, **kwargs)
+    sys.exit(0)
+argparse.ArgumentParser.parse_args = parse_and_stop
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))  # as `python script` does
+runpy.run_path(sys.argv[0], run_name="__main__")
+sys.exit("the script never parsed its arguments")
+"""
 
 
 def code_blocks(path: Path):
@@ -82,11 +101,12 @@ def _scratch(tmp_path: Path) -> dict:
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     python = bin_dir / "python"
-    # Scripts of the repository get --smoke; anything else runs untouched.
+    # Scripts of the repository stop once their arguments parse; anything else
+    # runs untouched.
     python.write_text(
         "#!/usr/bin/env bash\n"
         'case "${1:-}" in examples/*.py|benchmarks/*.py) '
-        f'exec "{sys.executable}" "$@" --smoke ;; esac\n'
+        f'exec "{sys.executable}" -c {shlex.quote(PARSE_ONLY)} "$@" ;; esac\n'
         f'exec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg",

@@ -48,6 +48,13 @@ def test_distilling_on_two_ray_workers_balances_the_pole(cartpole_teacher):
     assert held_out.mean >= 450.0, held_out
 
 
+def test_a_cluster_tfkd_starts_runs_its_actors_at_the_learners_priority():
+    """Ray's default niceness of 15 starves the actors behind a busy learner."""
+    with workers.ray_cluster(None, num_workers=1) as cluster:
+        niceness = cluster.get(cluster.remote(lambda: os.nice(0)).remote())
+    assert niceness == os.nice(0)
+
+
 def test_labelling_on_workers_matches_labelling_here(cartpole_teacher):
     observations = np.random.default_rng(0).normal(size=(1_001, 4)).astype(np.float32)
     labels = workers.label_observations(cartpole_teacher, observations, num_workers=2,

@@ -46,6 +46,12 @@ INSTALL_HINT = "pip install 'tfkd[ray]' (or add ray to the Makefile's EXTRAS)"
 # (it rewrites 127.0.0.1 to it) unless this is set when it is first imported;
 # then it uses loopback. A cluster tfkd starts for one run listens on loopback.
 LOOPBACK_ONLY = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ray lowers its worker processes' priority to niceness 15 (RayConfig
+# worker_niceness). The learner waits for its actors every round, so behind
+# any busy process at niceness 0 (the learner's own fit, another job) they
+# starve: importing TensorFlow in an actor took 118 s instead of 13 s on a
+# busy 2-core machine. A cluster tfkd starts runs its actors at niceness 0.
+LEARNER_PRIORITY = ("RAY_worker_niceness", "0")
 
 
 def require_ray(local: bool = False):
@@ -73,7 +79,8 @@ def ray_cluster(address: str | None, num_workers: int) -> Iterator[Any]:
             ``"host:port"``), or None: a local cluster started here and shut
             down after the block, with a CPU per worker even where the
             machine has fewer (the actors then share the cores), on loopback
-            addresses where Ray is first imported here. Where Ray is
+            addresses where Ray is first imported here, its actors at the
+            learner's priority (niceness 0, not Ray's 15). Where Ray is
             already initialised in this process it is used as it is and left
             running.
         num_workers: actors the block will start.
@@ -83,6 +90,7 @@ def ray_cluster(address: str | None, num_workers: int) -> Iterator[Any]:
         yield ray
         return
     if address is None:
+        os.environ.setdefault(*LEARNER_PRIORITY)  # read by the cluster's processes at start
         ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     else:
