@@ -134,12 +134,8 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
         seed: seeds the action space; pass the reset seed to ``env.reset``.
         **kwargs: forwarded to ``gymnasium.make``.
     """
-    if is_atari(env_id):
-        import ale_py  # optional dependency, needed for ALE/ ids only
-
-        gym.register_envs(ale_py)
+    register_env_family(env_id)
     if is_minatar(env_id):
-        _register_minatar()
         kwargs.setdefault("max_episode_steps", MINATAR_MAX_EPISODE_STEPS)
     env = gym.make(env_id, **kwargs)
     try:
@@ -152,14 +148,25 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
     return env
 
 
-def _register_minatar() -> None:
-    try:
-        import minatar.gym  # optional dependency, needed for MinAtar/ ids only
-    except ImportError:
-        raise ImportError('MinAtar ids need the minatar package: pip install "tfkd[minatar]"'
-                          ) from None
-    if MINATAR_PREFIX + "Breakout-v1" not in gym.registry:
-        minatar.gym.register_envs()  # importing it registers nothing
+def register_env_family(env_id: str) -> None:
+    """Registers the gymnasium ids of ``env_id``'s family, once: ALE's for
+    ``ALE/...``, MinAtar's for ``MinAtar/...``; other ids need nothing.
+
+    Raises:
+        ImportError: if the family's package (``ale_py``, ``minatar``) is missing.
+    """
+    if is_atari(env_id):
+        import ale_py  # optional dependency, needed for ALE/ ids only
+
+        gym.register_envs(ale_py)
+    elif is_minatar(env_id):
+        try:
+            import minatar.gym  # optional dependency, needed for MinAtar/ ids only
+        except ImportError:
+            raise ImportError('MinAtar ids need the minatar package: pip install "tfkd[minatar]"'
+                              ) from None
+        if MINATAR_PREFIX + "Breakout-v1" not in gym.registry:
+            minatar.gym.register_envs()  # importing it registers nothing; twice warns
 
 
 def make_vector_env(

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from tfkd import files
-from tfkd.rl.envs import is_atari
+from tfkd.rl.envs import register_env_family
 
 TEACHER_FILE = "teacher.json"
 KERAS_MODEL_FILE = "teacher.keras"
@@ -55,14 +55,7 @@ def check_env_id(env_id: Any, where: str) -> str:
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"{where}: the environment id {env_id!r} is not a string.")
     try:
-        if is_atari(env_id):
-            import ale_py
-
-            gym.register_envs(ale_py)
-        elif env_id.startswith("MinAtar/"):
-            import minatar.gym
-
-            minatar.gym.register_envs()
+        register_env_family(env_id)
         gym.spec(env_id)
     except (gym.error.Error, ImportError) as error:
         raise ValueError(
