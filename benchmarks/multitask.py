@@ -1,6 +1,6 @@
 """Many teachers, one student: multi-task and multi-teacher distillation over seeds.
 
-Two parts (``--part``):
+Three parts (``--part``):
 
 - ``multitask``: one DQN teacher each for CartPole-v1, Acrobot-v1 and
   LunarLander-v3 (256x256, cached like ``benchmarks/rl.py``'s), distilled
@@ -12,6 +12,13 @@ Two parts (``--part``):
   the teachers' DQN recipe (:func:`scratch_configs`). Per env and network:
   the teacher's parameters and held-out return, the network's normalised
   score.
+- ``minatar``: the same comparison on three MinAtar games (Young & Tian
+  2019; Breakout, SpaceInvaders, Freeway): one CNN DQN teacher each, trained
+  by ``tfkd train-teacher`` and committed under ``benchmarks/teachers/``
+  (``--retrain-teachers`` trains them again under ``<out>/teachers``), and
+  one CNN student with a 1x1-convolution adapter per game, a shared
+  convolution and dense layer and a head per game, at most 1/4 of the
+  teachers' combined parameters.
 - ``multiteacher``: three LunarLander-v3 teachers (the same DQN recipe, seeds
   0, 1, 2) and a 64x64 student distilled from each alone and from all three
   (``TeacherEnsemble``: their mean policy, and per state the most confident
@@ -25,7 +32,7 @@ table gives the mean over run seeds with a 95% bootstrap interval over seeds.
 
 Usage::
 
-    python benchmarks/multitask.py --threads 1                  # both parts, seeds 0-2
+    python benchmarks/multitask.py --threads 1                  # all parts, seeds 0-2
     python benchmarks/multitask.py --part multitask --seeds 0 1 2
     python benchmarks/multitask.py --smoke --out /tmp/mt-smoke  # seconds: a check only
 
@@ -50,6 +57,7 @@ import tensorflow as tf  # noqa: E402
 
 from rl import (SETUPS, SMOKE_SETUP, Setup, _across_seeds, _fmt, _with_ci,  # noqa: E402
                 teacher_for, versions)
+from tfkd import cli  # noqa: E402
 from tfkd.distillation import TeacherEnsemble  # noqa: E402
 from tfkd.files import strict_json, write_json  # noqa: E402
 from tfkd.models import build_mlp, build_multi_task_student, count_params, task_model  # noqa: E402
@@ -68,11 +76,14 @@ from tfkd.rl import (  # noqa: E402
     selection_seeds,
     train_multi_task_dqn,
 )
-from tfkd.rl.dqn import DQNConfig  # noqa: E402
+from tfkd.rl.dqn import DQNConfig, load_dqn_teacher  # noqa: E402
 from tfkd.rl.multi_task_dqn import SHARED_SETTINGS  # noqa: E402
 
-FORMAT = "tfkd.benchmarks.multitask/2"
-PARTS = ("multitask", "multiteacher")
+FORMAT = "tfkd.benchmarks.multitask/3"
+PARTS = ("multitask", "minatar", "multiteacher")
+MINATAR_GAMES = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1", "MinAtar/Freeway-v1")
+MINATAR_TEACHER_STEPS = 200_000
+COMMITTED_TEACHERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "teachers")
 
 # rl-baselines3-zoo's Acrobot DQN, with LunarLander's update rate.
 ACROBOT = Setup(
@@ -96,11 +107,18 @@ class Budget:
     learning_rate: float = 2e-3
     eval_episodes: int = 20
     trunk_units: tuple[int, ...] = (64, 64)
-    adapter_units: int = 64
+    adapter_units: int = 64  # vector tasks
+    adapter_channels: int = 16  # frame tasks
+    conv_filters: int = 16  # frame tasks
 
 
 SMOKE_BUDGET = Budget(env_steps=200, steps_per_round=100, train_steps_per_round=10,
-                      batch_size=32, eval_episodes=1, trunk_units=(8,), adapter_units=8)
+                      batch_size=32, eval_episodes=1, trunk_units=(8,), adapter_units=8,
+                      adapter_channels=4, conv_filters=4)
+# MinAtar: 16 channels after each game's adapter, a shared 3x3 convolution of
+# 16 filters and a dense layer of 48; an evaluation every 5,000 env steps.
+MINATAR_BUDGET = Budget(env_steps=40_000, eval_episodes=10, trunk_units=(48,),
+                        adapter_channels=16, conv_filters=16)
 
 
 def setups(smoke: bool) -> dict[str, Setup]:
@@ -154,20 +172,25 @@ def row(method: str, env_id: str, comparison, params: int, seconds: float) -> di
 
 
 def multitask_seed(teachers: dict, recipes: dict[str, DQNConfig], budget: Budget, seed: int,
-                   episodes: int) -> list[dict]:
-    """The multi-task student of all envs and the multi-task DQN from scratch: two rows per env."""
+                   episodes: int, max_fraction: float) -> list[dict]:
+    """The multi-task student of all envs and the multi-task DQN from scratch: two rows per env.
+
+    The student may have at most ``max_fraction`` of the teachers' combined parameters.
+    """
     specs = {env_id: env_spec(make_env(env_id), env_id) for env_id in teachers}
     tasks = {env_id: (spec.observation_shape, spec.num_actions) for env_id, spec in specs.items()}
 
     def network():  # the same initial weights for both networks of this seed
         seed_everything(seed)
-        return build_multi_task_student(tasks, trunk_units=budget.trunk_units,
-                                        adapter_units=budget.adapter_units)
+        return build_multi_task_student(
+            tasks, trunk_units=budget.trunk_units, adapter_units=budget.adapter_units,
+            adapter_channels=budget.adapter_channels, conv_filters=budget.conv_filters)
 
     student = network()
     combined = sum(count_params(teacher) for teacher in teachers.values())
-    if 10 * count_params(student) > combined:
-        sys.exit("error: the multi-task student has more than 1/10 of the teachers' parameters.")
+    if count_params(student) > max_fraction * combined:
+        sys.exit(f"error: the multi-task student has {count_params(student):,} parameters, "
+                 f"more than {max_fraction:g} of the teachers' {combined:,}.")
     start = time.perf_counter()
     distill_multi_task(list(teachers.values()), student, config(budget, tuple(teachers), seed))
     student_seconds = time.perf_counter() - start
@@ -200,6 +223,44 @@ def multitask_seed(teachers: dict, recipes: dict[str, DQNConfig], budget: Budget
                   f"network {comparison.student.mean:.1f}, score "
                   f"{_fmt(comparison.normalized_score, 3)}", flush=True)
     return rows
+
+
+def minatar_teachers(games, args) -> dict[str, tuple]:
+    """``{env_id: (teacher, teacher.json)}``: the committed teachers, or with
+    ``--retrain-teachers`` ones trained by :func:`minatar_teacher_command`
+    under ``<out>/teachers`` (a folder already there is reused)."""
+    teachers = {}
+    for env_id in games:
+        name = env_id.replace("/", "-")
+        if not args.retrain_teachers:
+            folder = os.path.join(COMMITTED_TEACHERS, name)
+            if not os.path.exists(os.path.join(folder, "teacher.json")):
+                sys.exit(f"error: no committed teacher {folder}; add --retrain-teachers to "
+                         "train one.")
+        else:
+            folder = os.path.join(args.out, "teachers", name)
+            if not os.path.exists(os.path.join(folder, "teacher.json")):
+                steps = 2_000 if args.smoke else MINATAR_TEACHER_STEPS
+                print(f"teacher: training {env_id} ({steps:,} env steps)", flush=True)
+                if cli.main(minatar_teacher_command(env_id, folder, steps)) != 0:
+                    sys.exit(f"error: training the {env_id} teacher failed.")
+        teachers[env_id] = load_dqn_teacher(folder)
+        print(f"teacher: loaded {folder}", flush=True)
+    return teachers
+
+
+def minatar_teacher_command(env_id: str, folder: str, steps: int) -> list[str]:
+    """The ``tfkd`` arguments that train a MinAtar teacher (the CLI's CNN DQN)."""
+    return ["train-teacher", "--env", env_id, "--backend", "keras", "--steps", str(steps),
+            "--seed", "0", "--eval-episodes", "100", "--out", folder, "--quiet"]
+
+
+def recipe(description: dict) -> DQNConfig:
+    """The DQN settings a teacher was trained with, from its ``teacher.json``."""
+    names = {field.name for field in dataclasses.fields(DQNConfig)}
+    values = {key: value for key, value in description["config"].items() if key in names}
+    values["hidden_units"] = tuple(values["hidden_units"])
+    return dataclasses.replace(DQNConfig(**values), checkpoint_dir=None, tensorboard_dir=None)
 
 
 def multiteacher_seed(teachers: dict, budget: Budget, seed: int, episodes: int) -> list[dict]:
@@ -264,7 +325,8 @@ def table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_part(part: str, args, budget: Budget) -> dict:
+def run_part(part: str, args) -> dict:
+    budget = SMOKE_BUDGET if args.smoke else Budget()
     env_setups = setups(args.smoke)
     if part == "multitask":
         teachers = {env_id: teacher_for(env_id, setup, args.out)[0]
@@ -275,7 +337,20 @@ def run_part(part: str, args, budget: Budget) -> dict:
             {key: value for key, value in c.as_dict().items() if key != "seed"}
             for c in scratch_configs(recipes, budget, 0)]}
         run = lambda seed: multitask_seed(  # noqa: E731
-            teachers, recipes, budget, seed, args.episodes)
+            teachers, recipes, budget, seed, args.episodes, max_fraction=0.1)
+    elif part == "minatar":
+        budget = SMOKE_BUDGET if args.smoke else MINATAR_BUDGET
+        loaded = minatar_teachers(MINATAR_GAMES[:2] if args.smoke else MINATAR_GAMES, args)
+        teachers = {env_id: teacher for env_id, (teacher, _) in loaded.items()}
+        recipes = {env_id: recipe(description) for env_id, (_, description) in loaded.items()}
+        teacher_names = {env_id: {"params": count_params(teacher),
+                                  "best_return": description["best_return"]}
+                         for env_id, (teacher, description) in loaded.items()}
+        extra_settings = {"scratch_dqn": [
+            {key: value for key, value in c.as_dict().items() if key != "seed"}
+            for c in scratch_configs(recipes, budget, 0)]}
+        run = lambda seed: multitask_seed(  # noqa: E731
+            teachers, recipes, budget, seed, args.episodes, max_fraction=0.25)
     else:
         env_id = "CartPole-v1" if args.smoke else "LunarLander-v3"
         setup = env_setups[env_id]
@@ -318,7 +393,7 @@ def _folder(env_id: str, setup: Setup) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=PARTS, action="append",
-                        help="part(s) to run (default: both)")
+                        help="part(s) to run (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="independent run seeds (default: 0 1 2; --smoke: 0)")
     parser.add_argument("--episodes", type=int,
@@ -329,8 +404,12 @@ def main(argv=None) -> None:
                         help="TensorFlow threads (small MLPs run fastest on one)")
     parser.add_argument("--fresh", action="store_true",
                         help="rerun every seed even if saved results have the same settings")
+    parser.add_argument("--retrain-teachers", action="store_true",
+                        help="minatar: train the MinAtar teachers under <out>/teachers instead "
+                             "of loading the committed ones (about an hour each on 2 cores)")
     parser.add_argument("--smoke", action="store_true",
-                        help="seconds: tiny CartPole and Acrobot teachers and students")
+                        help="seconds: tiny CartPole and Acrobot teachers and students; two "
+                             "MinAtar games")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or ([0] if args.smoke else [0, 1, 2])
     args.episodes = args.episodes or (2 if args.smoke else 100)
@@ -343,7 +422,7 @@ def main(argv=None) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     start = time.perf_counter()
     for part in args.part or PARTS:
-        run_part(part, args, SMOKE_BUDGET if args.smoke else Budget())
+        run_part(part, args)
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s (results in {args.out})")
 
 

@@ -93,6 +93,16 @@ def test_multitask_smoke(tmp_path):
             assert row["env_steps"] == 200  # the students' budget per env (SMOKE_BUDGET)
     assert len(multitask["settings"]["scratch_dqn"]) == 2
     assert "| Acrobot-v1 | multi-task DQN from scratch |" in stdout
+    # MinAtar: the committed CNN teachers of two games, one CNN student
+    minatar = _strict_load(out / "multitask" / "minatar.json")
+    games = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1")
+    assert [(e["method"], e["env"]) for e in minatar["summary"]] == [
+        (method, game) for game in games for method in methods]
+    teacher_params = {e["env"]: e["teacher_params"] for e in minatar["summary"]}
+    params = {e["params"] for e in minatar["summary"]}
+    assert len(params) == 1 and params.pop() * 4 <= sum(teacher_params.values())
+    assert all(row["teacher_return"] > row["random_return"] for row in minatar["per_seed"][0])
+    assert "| MinAtar/Breakout-v1 | multi-task student |" in stdout
     multiteacher = _strict_load(out / "multitask" / "multiteacher.json")
     methods = [entry["method"] for entry in multiteacher["summary"]]
     assert "student of ensemble (mean)" in methods and "student of teacher 2" in methods
