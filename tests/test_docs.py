@@ -4,11 +4,12 @@ Blocks of one document run in order, in one scratch folder, so a later block
 can use what an earlier one made (a teacher, a student). Python blocks run in
 a fresh interpreter each; bash blocks in bash with ``set -e``. Budgets are
 made tiny without editing the text: the ``tfkd`` command gets small-budget
-flags appended (argparse keeps the last value of a repeated flag). A
-``python examples/X.py`` or ``python benchmarks/X.py`` line has its arguments
-parsed by the script's own parser and stops there: tests/test_examples.py and
-tests/test_benchmarks.py run every script with ``--smoke``, and running each
-again here would only double the suite's time.
+flags appended (argparse keeps the last value of a repeated flag), and
+``python examples/X.py`` gets ``--smoke`` (later blocks may use what it
+makes). A ``python benchmarks/X.py`` line has its arguments parsed by the
+benchmark's own parser and stops there: tests/test_benchmarks.py runs every
+benchmark with ``--smoke``, and running each again here would only double
+the suite's time.
 
 A block that must not run here (it installs packages, or is ``make test``
 itself) carries ``<!-- docs-test: skip (reason) -->`` on the line before
@@ -101,12 +102,12 @@ def _scratch(tmp_path: Path) -> dict:
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     python = bin_dir / "python"
-    # Scripts of the repository stop once their arguments parse; anything else
-    # runs untouched.
+    # Examples get --smoke; benchmarks stop once their arguments parse; anything
+    # else runs untouched.
     python.write_text(
         "#!/usr/bin/env bash\n"
-        'case "${1:-}" in examples/*.py|benchmarks/*.py) '
-        f'exec "{sys.executable}" -c {shlex.quote(PARSE_ONLY)} "$@" ;; esac\n'
+        f'case "${{1:-}}" in examples/*.py) exec "{sys.executable}" "$@" --smoke ;;\n'
+        f'  benchmarks/*.py) exec "{sys.executable}" -c {shlex.quote(PARSE_ONLY)} "$@" ;; esac\n'
         f'exec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg",

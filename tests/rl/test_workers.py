@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tfkd.models import build_mlp
-from tfkd.rl import DistillConfig, distill, evaluate_policy, held_out_seeds, network_outputs
+from tfkd.rl import (DistillConfig, distill, evaluate_policy, held_out_seeds, network_outputs,
+                     seed_everything)
 from tfkd.rl import workers
 
 ray = pytest.importorskip("ray")
@@ -35,6 +36,7 @@ def test_distilling_on_two_ray_workers_balances_the_pole(cartpole_teacher):
     """The learner fits what two actors collected; tfkd starts and stops the cluster."""
     assert not ray.is_initialized()
     assert os.environ[workers.LOOPBACK_ONLY[0]] == workers.LOOPBACK_ONLY[1]  # tests/conftest.py
+    seed_everything(0)  # the initial weights, whatever ran before in this process
     student = build_mlp((4,), 2, (16, 16))
     config = DistillConfig(env_id="CartPole-v1", control="teacher", total_env_steps=2_000,
                            steps_per_round=1_000, train_steps_per_round=300, eval_episodes=3,
