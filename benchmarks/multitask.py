@@ -160,6 +160,12 @@ def scratch_configs(recipes: dict[str, DQNConfig], budget: Budget,
             for recipe in recipes.values()]
 
 
+def scratch_settings(recipes: dict[str, DQNConfig], budget: Budget) -> dict:
+    """The multi-task DQN's settings as the results file records them (any seed)."""
+    return {"scratch_dqn": [{key: value for key, value in c.as_dict().items() if key != "seed"}
+                            for c in scratch_configs(recipes, budget, 0)]}
+
+
 def row(method: str, env_id: str, comparison, params: int, seconds: float) -> dict:
     return {"method": method, "env": env_id, "params": params,
             "mean_return": comparison.student.mean, "ci95": list(comparison.student.ci95),
@@ -326,29 +332,25 @@ def table(summary: list[dict]) -> str:
 
 
 def run_part(part: str, args) -> dict:
-    budget = SMOKE_BUDGET if args.smoke else Budget()
+    budget = (SMOKE_BUDGET if args.smoke else MINATAR_BUDGET if part == "minatar"
+              else Budget())
     env_setups = setups(args.smoke)
     if part == "multitask":
         teachers = {env_id: teacher_for(env_id, setup, args.out)[0]
                     for env_id, setup in env_setups.items()}
         teacher_names = {env_id: _folder(env_id, setup) for env_id, setup in env_setups.items()}
         recipes = {env_id: setup.teacher_dqn for env_id, setup in env_setups.items()}
-        extra_settings = {"scratch_dqn": [
-            {key: value for key, value in c.as_dict().items() if key != "seed"}
-            for c in scratch_configs(recipes, budget, 0)]}
+        extra_settings = scratch_settings(recipes, budget)
         run = lambda seed: multitask_seed(  # noqa: E731
             teachers, recipes, budget, seed, args.episodes, max_fraction=0.1)
     elif part == "minatar":
-        budget = SMOKE_BUDGET if args.smoke else MINATAR_BUDGET
         loaded = minatar_teachers(MINATAR_GAMES[:2] if args.smoke else MINATAR_GAMES, args)
         teachers = {env_id: teacher for env_id, (teacher, _) in loaded.items()}
         recipes = {env_id: recipe(description) for env_id, (_, description) in loaded.items()}
         teacher_names = {env_id: {"params": count_params(teacher),
                                   "best_return": description["best_return"]}
                          for env_id, (teacher, description) in loaded.items()}
-        extra_settings = {"scratch_dqn": [
-            {key: value for key, value in c.as_dict().items() if key != "seed"}
-            for c in scratch_configs(recipes, budget, 0)]}
+        extra_settings = scratch_settings(recipes, budget)
         run = lambda seed: multitask_seed(  # noqa: E731
             teachers, recipes, budget, seed, args.episodes, max_fraction=0.25)
     else:
