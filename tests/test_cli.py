@@ -253,6 +253,21 @@ def test_help_documents_every_flag(command):
     assert "--episodes" not in flags  # --select-episodes or --eval-episodes, never ambiguous
 
 
+def test_recipe_flags_reach_the_dqn_settings():
+    from tfkd.cli.commands import _dqn_config
+
+    argv = ["train-teacher", "--env", "CartPole-v1", "--steps", "200000"]
+    parser = cli.build_parser()
+    default = _dqn_config(parser.parse_args(argv))
+    assert (default.learning_rate, default.eval_every) == (1e-3, 2_500)
+    assert default.epsilon(10_000) == pytest.approx(0.02)
+    tuned = _dqn_config(parser.parse_args(argv + [
+        "--learning-rate", "2.5e-4", "--epsilon-steps", "100000", "--eval-every", "10000"]))
+    assert (tuned.learning_rate, tuned.eval_every) == (2.5e-4, 10_000)
+    assert tuned.epsilon(50_000) == pytest.approx(0.51)
+    assert tuned.epsilon(100_000) == pytest.approx(0.02)
+
+
 def test_selection_and_report_episodes_are_told_apart():
     run = run_tfkd("distill", "--help", timeout=60)
     assert "--select-episodes" in run.stdout and "--eval-episodes" in run.stdout

@@ -44,7 +44,7 @@ def test_kickstart_writes_results_student_and_tensorboard(teacher_file, tmp_path
     run = run_tfkd("kickstart", "--teacher", teacher_file, "--env", "CartPole-v1",
                    "--steps", 600, "--schedule", "gated", "--student-hidden", 8,
                    "--select-episodes", 2, "--eval-episodes", 2, "--tensorboard", board,
-                   "--out", out, "--quiet")
+                   "--learning-rate", 5e-4, "--eval-every", 300, "--out", out, "--quiet")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "kept the student of env step" in run.stdout and "95% CI" in run.stdout
     with open(out / "results.json", encoding="utf-8") as file:
@@ -54,6 +54,8 @@ def test_kickstart_writes_results_student_and_tensorboard(teacher_file, tmp_path
     assert all(seed % 2 == 1 for seed in results["eval_seeds"])  # held-out seeds
     assert results["config"]["kickstart_config"]["coefficient"] == 3.0
     assert results["config"]["dqn_config"]["hidden_units"] == [8]
+    assert results["config"]["dqn_config"]["learning_rate"] == 5e-4
+    assert results["config"]["dqn_config"]["eval_every"] == 300
     history = results["history"]
     assert len(history["eval_lambda"]) == len(history["eval_steps"]) >= 1
     assert results["student"]["params"] == 4 * 8 + 8 + 8 * 2 + 2

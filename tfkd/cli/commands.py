@@ -141,7 +141,8 @@ def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
     teacher_args = argparse.Namespace(
         env=args.env, backend="tf-agents", steps=args.teacher_steps, hidden=None,
         target_return=args.teacher_target_return, checkpoint_dir=None, tensorboard=None, csv=None,
-        select_episodes=TEACHER_SELECT_EPISODES, seed=args.seed, quiet=args.quiet)
+        select_episodes=TEACHER_SELECT_EPISODES, seed=args.seed, quiet=args.quiet,
+        learning_rate=None, epsilon_steps=None, eval_every=None)
     distill_args = argparse.Namespace(
         **vars(args), mode="student", student_hidden=None, loss="soft_target_kl",
         temperature=1.0, target_return=args.student_target_return, checkpoint_dir=None, csv=None,
@@ -235,19 +236,23 @@ def _dqn_config(args: argparse.Namespace) -> DQNConfig:
 
     Adam 1e-3, batch 128, 8 gradient steps every 16 env steps, a hard target
     update every 500 env steps, ε from 1 to 0.02 over the first 10k env steps
-    (or half of a shorter run), evaluations every 2,500 env steps.
+    (or half of a shorter run), evaluations every 2,500 env steps. The learning
+    rate, ε's decay and the evaluations' spacing follow ``--learning-rate``,
+    ``--epsilon-steps`` and ``--eval-every`` where given.
     """
     atari = is_atari(args.env)
     steps = args.steps
     learning_starts = min(1_000, max(steps // 2, 64))
+    epsilon_fraction = (min(1.0, args.epsilon_steps / steps) if args.epsilon_steps
+                        else min(0.5, 10_000 / steps))
     config = DQNConfig(
         env_id=args.env, total_env_steps=steps, learning_starts=learning_starts,
         hidden_units=args.hidden or _teacher_hidden_units(args.env),
         buffer_capacity=20_000 if atari else 50_000,  # 84x84x4 frames, stored twice: ~1.1 GB
-        batch_size=128, learning_rate=1e-4 if atari else 1e-3, train_every=16,
-        gradient_steps=8, target_update_every=500, epsilon_final=0.02,
-        epsilon_fraction=min(0.5, 10_000 / steps),
-        eval_every=min(2_500, steps), eval_episodes=args.select_episodes,
+        batch_size=128, learning_rate=args.learning_rate or (1e-4 if atari else 1e-3),
+        train_every=16, gradient_steps=8, target_update_every=500, epsilon_final=0.02,
+        epsilon_fraction=epsilon_fraction,
+        eval_every=min(args.eval_every or 2_500, steps), eval_episodes=args.select_episodes,
         target_return=args.target_return, seed=args.seed, progress=not args.quiet,
         checkpoint_dir=args.checkpoint_dir, tensorboard_dir=args.tensorboard,
         callbacks=[RoundCSVLogger(args.csv, keys=DQN_LOG_KEYS, index_name="evaluation")]

@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="episodes of each evaluation during training, on selection seeds "
                           "apart from the reported ones; the best evaluation is kept "
                           "(default: %(default)s)")
+    _add_dqn_recipe(sub)
     _add_checkpoint_and_tensorboard(sub, "training")
     sub.set_defaults(command="train_teacher")
 
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="episodes of each evaluation during training, on selection seeds: "
                           "keep-best and the gate use them, the report never "
                           "(default: %(default)s)")
+    _add_dqn_recipe(sub)
     _add_checkpoint_and_tensorboard(sub, "training")
     sub.set_defaults(command="kickstart")
     return parser
@@ -362,6 +364,18 @@ def _add_budget(sub) -> None:
                      help="selection episodes: the student is evaluated on them after each "
                           "round and the best round is kept; never used in the final report "
                           "(default: %(default)s)")
+
+
+def _add_dqn_recipe(sub) -> None:
+    """The DQN settings a user may need to change; the rest are train-teacher's recipe."""
+    sub.add_argument("--learning-rate", type=positive_float, default=None,
+                     help="Adam's learning rate (default: 1e-3; Atari 1e-4)")
+    sub.add_argument("--epsilon-steps", type=positive_int, default=None,
+                     help="env steps over which ε decays linearly from 1 to 0.02 (default: "
+                          "10,000, or half of a shorter run)")
+    sub.add_argument("--eval-every", type=positive_int, default=None,
+                     help="env steps between greedy evaluations on the selection episodes "
+                          "(default: 2,500)")
 
 
 def _add_checkpoint_and_tensorboard(sub, what: str) -> None:
