@@ -28,7 +28,7 @@ of Debian's wrk and libluajit-5.1-2, unpacked with ``dpkg -x``, no root. A
 
 Usage:
     python benchmarks/serve.py [--model DIR] [--rounds 5] [--seconds 10] [--out results/serve.json]
-    python benchmarks/serve.py --smoke    # ~2 s of load per configuration; a check only
+    python benchmarks/serve.py --smoke    # ~2 s of load for each of SMOKE_CONFIGS; a check only
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ CONFIGS = {
     "savedmodel, batched": ["--format", "savedmodel"],
     "savedmodel, unbatched": ["--format", "savedmodel", "--max-batch", "1"],
 }
+# Both formats, batched and not; --workers and the HTTP stack are served and
+# tested in tests/deploy/test_serve.py.
+SMOKE_CONFIGS = ("batched", "unbatched", "savedmodel, batched", "savedmodel, unbatched")
 BODY = '{"observations": [[0.01, -0.02, 0.03, 0.04]]}'
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -216,12 +219,15 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="results/serve.json",
                         help="JSON results (default: %(default)s)")
     parser.add_argument("--smoke", action="store_true",
-                        help="one round of 2 s per configuration; a check that it runs")
+                        help="one round of 2 s for each of four configurations; a check "
+                             "that it runs")
     args = parser.parse_args(argv)
     if args.smoke:
         args.rounds, args.seconds = 1, 2
         if args.out == parser.get_default("out"):
             args.out = os.path.join(tempfile.mkdtemp(prefix="tfkd-serve-smoke-"), "serve.json")
+
+    configs = {name: CONFIGS[name] for name in (SMOKE_CONFIGS if args.smoke else CONFIGS)}
 
     from tqdm import tqdm
 
@@ -235,9 +241,9 @@ def main(argv=None) -> None:
         script.write_text(WRK_SCRIPT)
         load_before = load_average()
         servers = {name: Server(model, flags, scratch / f"server-{i}.log")
-                   for i, (name, flags) in enumerate(CONFIGS.items())}
-        runs = {name: [] for name in CONFIGS}
-        order = list(CONFIGS)
+                   for i, (name, flags) in enumerate(configs.items())}
+        runs = {name: [] for name in configs}
+        order = list(configs)
         rng = random.Random(args.seed)
         try:
             with tqdm(total=args.rounds * len(order), desc="wrk runs", disable=args.smoke) as bar:
@@ -253,10 +259,10 @@ def main(argv=None) -> None:
         load_after = load_average()
 
     rows = []
-    for name in CONFIGS:
+    for name in configs:
         rates = [run["requests_per_s"] for run in runs[name]]
         rows.append({
-            "configuration": name, "flags": CONFIGS[name],
+            "configuration": name, "flags": configs[name],
             "requests_per_s": statistics.median(rates), "requests_per_s_min": min(rates),
             "requests_per_s_max": max(rates),
             "p50_ms": statistics.median(run["p50_ms"] for run in runs[name]),

@@ -114,11 +114,10 @@ def test_serve_smoke(tmp_path):
     stdout = run_benchmark("serve.py", "--smoke", "--out", out, cwd=tmp_path)  # installs wrk
     result = _strict_load(out)
     assert [row["configuration"] for row in result["rows"]] == [
-        "batched", "unbatched", "asyncio + h11", "2 workers", "savedmodel, batched",
-        "savedmodel, unbatched"]
+        "batched", "unbatched", "savedmodel, batched", "savedmodel, unbatched"]
     for row in result["rows"]:
         assert row["requests"] > 0 and row["errors"] == 0 and row["exit_status"] == 0, row
-    assert result["rows"][1]["mean_batch_rows"] == result["rows"][5]["mean_batch_rows"] == 1.0
+    assert result["rows"][1]["mean_batch_rows"] == result["rows"][3]["mean_batch_rows"] == 1.0
     assert "| batched |" in stdout
 
 def test_deploy_smoke(tmp_path):

@@ -7,9 +7,10 @@ made tiny without editing the text: the ``tfkd`` command gets small-budget
 flags appended (argparse keeps the last value of a repeated flag), and
 ``python examples/X.py`` gets ``--smoke`` (later blocks may use what it
 makes). A ``python benchmarks/X.py`` line has its arguments parsed by the
-benchmark's own parser and stops there: tests/test_benchmarks.py runs every
-benchmark with ``--smoke``, and running each again here would only double
-the suite's time.
+benchmark's own parser and goes no further: tests/test_benchmarks.py runs
+every benchmark with ``--smoke``, and running each again here would only
+double the suite's time. The lines are collected while the document's blocks
+run and parsed after them in one interpreter, which imports TensorFlow once.
 
 A block that must not run here (it installs packages, or is ``make test``
 itself) carries ``<!-- docs-test: skip (reason) -->`` on the line before
@@ -48,19 +49,32 @@ TINY_FLAGS = {
 }
 
 
-# Runs a script until its argparse parser has accepted the command line: an
-# unknown flag or a bad value still fails with argparse's message and exit 2.
+# A benchmark line's command line, appended to the file BENCHMARK_LINES names.
+COLLECT = """
+import json, os, sys
+with open(os.environ["BENCHMARK_LINES"], "a", encoding="utf-8") as file:
+    file.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+# Runs each collected script until its argparse parser has accepted the command
+# line: an unknown flag or a bad value fails with argparse's message and exit 2.
 PARSE_ONLY = """
-import argparse, os, runpy, sys
+import argparse, json, os, runpy, shlex, sys
+class Parsed(BaseException):
+    pass
 parse_args = argparse.ArgumentParser.parse_args
 def parse_and_stop(parser, *args, **kwargs):
     parse_args(parser, *args, **kwargs)
-    sys.exit(0)
+    raise Parsed
 argparse.ArgumentParser.parse_args = parse_and_stop
-sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))  # as `python script` does
-runpy.run_path(sys.argv[0], run_name="__main__")
-sys.exit("the script never parsed its arguments")
+for line in open(sys.argv[1], encoding="utf-8"):
+    sys.argv = json.loads(line)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))  # as `python script` does
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except Parsed:
+        continue
+    sys.exit(f"{shlex.join(sys.argv)}: the script never parsed its arguments")
 """
 
 
@@ -102,16 +116,17 @@ def _scratch(tmp_path: Path) -> dict:
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     python = bin_dir / "python"
-    # Examples get --smoke; benchmarks stop once their arguments parse; anything
-    # else runs untouched.
+    # Examples get --smoke; benchmark lines are collected for PARSE_ONLY;
+    # anything else runs untouched.
     python.write_text(
         "#!/usr/bin/env bash\n"
         f'case "${{1:-}}" in examples/*.py) exec "{sys.executable}" "$@" --smoke ;;\n'
-        f'  benchmarks/*.py) exec "{sys.executable}" -c {shlex.quote(PARSE_ONLY)} "$@" ;; esac\n'
+        f'  benchmarks/*.py) exec "{sys.executable}" -c {shlex.quote(COLLECT)} "$@" ;; esac\n'
         f'exec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "BENCHMARK_LINES": str(tmp_path / "benchmark-lines.jsonl")}
     return env
 
 
@@ -138,3 +153,9 @@ def test_document_blocks_run(path: Path, tmp_path: Path):
         assert result.returncode == 0, (
             f"{path.name}:{line}: the {language} block failed ({shlex.join(command[:2])}):\n"
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    if os.path.exists(env["BENCHMARK_LINES"]):
+        result = subprocess.run([sys.executable, "-c", PARSE_ONLY, env["BENCHMARK_LINES"]],
+                                cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, (
+            f"{path.name}: a benchmark line's arguments do not parse:\n{result.stderr[-3000:]}")
