@@ -102,34 +102,14 @@ def install_wrk(cache: Path) -> tuple[str, dict]:
 
 
 def demo_export(folder: Path, seed: int) -> Path:
-    """tfkd's default CartPole student, freshly initialised, in tfkd.deploy's layout:
-    student.tflite, saved_model/1/ (signature serving_default) and export.json."""
-    import keras
-    import tensorflow as tf
-
-    from tfkd import files
+    """tfkd's default CartPole student, freshly initialised, with the files ``tfkd serve``
+    loads: student.tflite, saved_model/1/ and export.json."""
+    from tfkd.deploy.exporter import write_serving_files
     from tfkd.models import build_student
     from tfkd.rl.seeding import seed_everything
 
     seed_everything(seed)
-    student = build_student((4,), 2, atari=False)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "student.tflite").write_bytes(
-        tf.lite.TFLiteConverter.from_keras_model(student).convert())
-    archive = keras.export.ExportArchive()
-    archive.track(student)
-
-    def serve(observations):
-        logits = student(observations, training=False)
-        return {"action": tf.argmax(logits, axis=-1), "logits": logits}
-
-    archive.add_endpoint("serving_default", serve, input_signature=[
-        tf.TensorSpec([None, 4], tf.float32, name="observations")])
-    archive.write_out(str(folder / "saved_model" / "1"), verbose=False)
-    files.write_json(folder / "export.json", {
-        "env_id": "CartPole-v1", "observation_shape": [4], "observation_dtype": "float32",
-        "num_actions": 2, "version": 1})
-    return folder
+    return Path(write_serving_files(build_student((4,), 2, atari=False), "CartPole-v1", folder))
 
 
 def free_port() -> int:

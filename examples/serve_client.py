@@ -6,7 +6,7 @@
    distils CartPole-v1's fixed linear controller (8 weights, logits
    10·[-w·s, w·s]; the teacher of ``examples/rl_distill_cartpole.py``) into a
    (32,) student student-driven (DAgger), exports the student to TFLite
-   (``OUT/export``: ``student.tflite`` and ``export.json``, the layout of
+   (``OUT/export``: ``student.keras``, ``student.tflite`` and ``export.json``, the layout of
    ``tfkd.deploy``) and serves that.
 2. Each step of the held-out episodes, the observations of the parallel
    environments go to ``POST /v1/act`` in one request; the actions that come
@@ -116,10 +116,9 @@ teacher = None
 if args.url is None and args.model is None:
     # 1. Distil the linear controller into a small student and export it.
     import keras
-    import tensorflow as tf
 
     import tfkd
-    from tfkd import files
+    from tfkd.deploy.exporter import write_serving_files
 
     rl.seed_everything(args.seed)
     controller = np.array([0.1, 0.5, 1.0, 0.5], np.float32)
@@ -140,14 +139,9 @@ if args.url is None and args.model is None:
         distillation_loss="q_value_kl", beta_decay=0.5, eval_episodes=2 if args.smoke else 10,
         keep_best=True, seed=args.seed, progress=not args.smoke))
     student.save(os.path.join(out, "student.keras"))
-    args.model = os.path.join(out, "export")
-    os.makedirs(args.model, exist_ok=True)
-    with files.atomic_path(os.path.join(args.model, "student.tflite")) as path:
-        with open(path, "wb") as file:
-            file.write(tf.lite.TFLiteConverter.from_keras_model(student).convert())
-    files.write_json(os.path.join(args.model, "export.json"), {
-        "env_id": "CartPole-v1", "observation_shape": [4], "observation_dtype": "float32",
-        "num_actions": 2, "version": 1})
+    # The files `tfkd serve` loads, unmeasured; `tfkd export` also measures each artefact.
+    args.model = write_serving_files(student, "CartPole-v1", os.path.join(out, "export"),
+                                     savedmodel=False)
 
 env_id = args.env
 if env_id is None and args.model and os.path.isfile(os.path.join(args.model, "export.json")):

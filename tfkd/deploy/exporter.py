@@ -216,6 +216,38 @@ def write_export(student, env_id: str, folder: str, teacher=None, *,
     return report
 
 
+def write_serving_files(student, env_id: str, folder: str | os.PathLike, *,
+                        savedmodel: bool = True, version: int = 1) -> str:
+    """Writes only what ``tfkd serve`` loads, and measures nothing.
+
+    ``student.keras``, ``student.tflite`` (float32), with ``savedmodel``
+    ``saved_model/<version>/``, then ``export.json`` with ``version``: each file
+    appears whole (atomic renames) and ``export.json`` last, so a server that
+    polls the folder swaps in the new version only once it is complete. For a
+    quick service or a test; :func:`export` writes every artefact and measures
+    each one.
+
+    Returns:
+        ``folder``, as a string.
+    """
+    folder = os.fspath(folder)
+    spec = _check_student(student, env_id)
+    shape = tuple(spec.observation_shape)
+    os.makedirs(folder, exist_ok=True)
+    with files.atomic_path(os.path.join(folder, layout.KERAS_FILE)) as path:
+        student.save(path)
+    with files.atomic_path(os.path.join(folder, layout.TFLITE_FILE)) as path:
+        with open(path, "wb") as file:
+            file.write(convert.tflite_float(student, shape))
+    if savedmodel:
+        files.replace_directory(lambda staging: convert.save_serving_model(student, staging, shape),
+                                os.path.join(folder, layout.SAVED_MODEL_DIR, str(version)))
+    files.write_json(os.path.join(folder, layout.EXPORT_FILE), {
+        "env_id": env_id, "observation_shape": list(shape), "observation_dtype": "float32",
+        "num_actions": spec.num_actions, "version": version})
+    return folder
+
+
 def _write_tflite(model, shape, calibration, float_path: str, int8_path: str,
                   seed: int, per_channel: bool) -> list[dict]:
     with open(float_path, "wb") as file:
