@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 
-
 ENV_ID = "CartPole-v1"
 OBSERVATION_SHAPE = (4,)
 NUM_ACTIONS = 2
