@@ -38,7 +38,9 @@ def test_teachers_of_two_envs_give_one_multi_task_student(tmp_path):
         train_dqn(build_mlp(shape, actions, config.hidden_units),
                   config, out_dir=str(tmp_path / env_id))
         teachers += ["--teacher", tmp_path / env_id]
-    run = run_tfkd("distill", *teachers, "--out", tmp_path / "student", *TINY_DISTILL)
+    # each env its own budget: the last --steps wins over TINY_DISTILL's
+    run = run_tfkd("distill", *teachers, "--out", tmp_path / "student", *TINY_DISTILL,
+                   "--steps", 200, 104)
     assert run.returncode == 0, run.stderr
     assert "one student of" in run.stdout and "student (its head)" in run.stdout
     results = _strict_load(tmp_path / "student" / "results.json")
@@ -51,6 +53,8 @@ def test_teachers_of_two_envs_give_one_multi_task_student(tmp_path):
     assert combined["teachers_params"] == sum(
         task["teacher"]["params"] for task in results["tasks"].values())
     assert set(results["history"]["tasks"]) == {"CartPole-v1", "Acrobot-v1"}
+    assert [results["history"]["tasks"][env_id]["env_steps"][-1]
+            for env_id in ("CartPole-v1", "Acrobot-v1")] == [200, 104]
 
     import keras
     from tfkd.models import task_names
@@ -108,3 +112,10 @@ def test_a_minatar_teacher_is_trained_and_distilled(tmp_path):
 def test_minatar_needs_the_keras_backend(capsys):
     code = cli.main(["train-teacher", "--env", "MinAtar/Breakout-v1", "--steps", "100"])
     _assert_one_line_error(code, capsys.readouterr().err, "--backend keras")
+
+
+def test_a_budget_per_teacher_needs_one_env_per_teacher(keras_teachers, capsys):
+    code = cli.main(["distill", "--env", "CartPole-v1", "--teacher", str(keras_teachers["cartpole_a"]),
+                     "--teacher", str(keras_teachers["cartpole_b"]), "--steps", "100", "200",
+                     "--quiet"])
+    _assert_one_line_error(code, capsys.readouterr().err, "one per --teacher of a multi-task run")

@@ -156,6 +156,28 @@ def test_task_proportions_split_the_minibatch():
     assert config(batch_size=64, task_proportions=(3, 1)).task_batch_sizes() == [96, 32]
 
 
+def test_each_task_spreads_its_own_budget_over_the_rounds():
+    plans = config(total_env_steps=(50_000, 5_000), steps_per_round=5_000,
+                   num_envs=8).task_round_steps()
+    assert plans[0] == [5_000] * 10  # the largest budget: round_steps() itself
+    assert sum(plans[1]) == 5_000 and set(plans[1]) == {496, 504}
+    for budgets, message in (((4_000,), "one integer per task"),
+                             ((4_000, 16), "too small to collect num_envs")):
+        with pytest.raises(ValueError, match=message):
+            config(total_env_steps=budgets)
+
+
+def test_a_task_with_a_smaller_budget_collects_only_that(cartpole_teacher):
+    model = student(5)
+    history = distill_multi_task(
+        [cartpole_teacher, mountain_car_teacher()], model,
+        config(total_env_steps=(400, 200), steps_per_round=200, train_steps_per_round=5,
+               eval_episodes=0))
+    cartpole, mountain_car = history.tasks.values()
+    assert cartpole.env_steps == [200, 400] and mountain_car.env_steps == [96, 200]
+    assert mountain_car.buffer_size == [96, 200]
+
+
 def test_a_multi_task_run_resumes_from_its_checkpoint(cartpole_teacher, tmp_path):
     teachers = [cartpole_teacher, mountain_car_teacher()]
     tiny = config(total_env_steps=400, steps_per_round=200, train_steps_per_round=10,
@@ -271,7 +293,8 @@ def test_one_multi_task_dqn_step_minimises_the_sum_of_the_tasks_td_losses():
 def test_each_task_has_its_own_env_replay_and_budget():
     model = student(3)
     configs = dqn_configs()
-    configs[1] = dataclasses.replace(configs[1], batch_size=8, epsilon_final=0.2)
+    configs[1] = dataclasses.replace(configs[1], batch_size=8, epsilon_final=0.2,
+                                     total_env_steps=200)
     envs = [make_vector_env(config.env_id, config.num_envs) for config in configs]
     try:
         run = _Run(model, configs, envs, None)
@@ -280,14 +303,18 @@ def test_each_task_has_its_own_env_replay_and_budget():
         for env in envs:
             env.close()
     cartpole, mountain_car = (task.replay for task in run.tasks)
-    assert cartpole.size == mountain_car.size == 400  # every env step of its own task
+    # Every env step of its own task, and no more than its budget.
+    assert cartpole.size == 400 and mountain_car.size == 200
     assert cartpole.observations.shape[1:] == (4,) and mountain_car.observations.shape[1:] == (2,)
-    positions = mountain_car.observations[:400, 0]  # MountainCar's car: in [-1.2, 0.6]
+    positions = mountain_car.observations[:200, 0]  # MountainCar's car: in [-1.2, 0.6]
     assert positions.min() >= -1.2 and positions.max() <= 0.6
     assert np.isin(mountain_car.actions, [0, 1, 2]).all() and set(cartpole.actions[:400]) == {0, 1}
-    assert (cartpole.rewards[:400] == 1).all() and (mountain_car.rewards[:400] == -1).all()
-    for task in history.tasks.values():
-        assert task.env_steps == 400 and task.eval_steps == [200, 400]
+    assert (cartpole.rewards[:400] == 1).all() and (mountain_car.rewards[:200] == -1).all()
+    assert history.eval_steps == [200, 400]
+    for env_id, steps in (("CartPole-v1", [200, 400]), ("MountainCar-v0", [200, 200])):
+        task = history.tasks[env_id]
+        assert task.env_steps == steps[-1] and task.eval_steps == steps
+        # The spent task's replay memory is still sampled by every gradient step.
         assert all(loss is not None for loss in task.eval_loss)
     assert history.tasks["MountainCar-v0"].eval_epsilon[-1] != history.tasks[
         "CartPole-v1"].eval_epsilon[-1]  # each task its own ε schedule

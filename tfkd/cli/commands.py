@@ -88,6 +88,11 @@ def distill(args: argparse.Namespace, out: OutputDir | None) -> int:
             raise CliError(str(error)) from None
     loaded = [load_teacher(path, args.env) for path in args.teacher]
     env_ids = [env_id for _, env_id in loaded]
+    if len(args.steps) > 1 and (len(args.steps) != len(env_ids) or len(set(env_ids)) == 1):
+        raise CliError(f"--steps takes one number, or one per --teacher of a multi-task run "
+                       f"({len(env_ids)} teachers of {len(set(env_ids))} env(s)), got "
+                       f"{len(args.steps)}.")
+    args.steps = args.steps[0] if len(args.steps) == 1 else tuple(args.steps)
     start = time.perf_counter()
     if len(set(env_ids)) > 1:
         if len(set(env_ids)) < len(env_ids):
@@ -349,8 +354,11 @@ def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
         trunk_units=args.student_hidden or MULTI_TASK_TRUNK_UNITS)
     config = _distill_config(args, tuple(env_ids), control=args.mode)
     eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
-    print(f"distilling {', '.join(env_ids)} into one student ({args.mode}-driven, {args.steps} "
-          "env steps each) ...", flush=True)
+    budgets = (f"{args.steps} env steps each" if isinstance(args.steps, int) else
+               ", ".join(f"{steps} env steps of {env_id}"
+                         for env_id, steps in zip(env_ids, args.steps)))
+    print(f"distilling {', '.join(env_ids)} into one student ({args.mode}-driven, {budgets}) ...",
+          flush=True)
     history, tasks, interrupted = None, {}, False
     try:
         history = _library_call(distill_multi_task, teachers, student, config)
@@ -394,7 +402,8 @@ def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
 
 def _distill_config(args: argparse.Namespace, env_id, **settings) -> DistillConfig:
     """The DistillConfig of ``distill``'s flags, for one env id or a tuple of them."""
-    steps_per_round = min(args.steps_per_round, args.steps)
+    budgets = args.steps if isinstance(args.steps, tuple) else (args.steps,)
+    steps_per_round = min(args.steps_per_round, max(budgets))
     return _library_call(
         DistillConfig, env_id=env_id, total_env_steps=args.steps,
         steps_per_round=steps_per_round, train_steps_per_round=args.train_steps_per_round,

@@ -350,12 +350,18 @@ def _add_distillation(sub) -> None:
     sub.add_argument("--target-return", type=finite_float, default=None,
                      help="stop distilling once the student's return on the selection "
                           "episodes reaches this")
-    _add_budget(sub)
+    _add_budget(sub, per_task=True)
 
 
-def _add_budget(sub) -> None:
-    sub.add_argument("--steps", type=positive_int, default=20_000,
-                     help="env steps of distillation, never exceeded (default: %(default)s)")
+def _add_budget(sub, per_task: bool = False) -> None:
+    if per_task:
+        sub.add_argument("--steps", type=positive_int, nargs="+", default=[20_000],
+                         metavar="N", help="env steps of distillation, never exceeded; "
+                         "multi-task: one number for every env, or one per --teacher, in "
+                         "their order (default: 20000)")
+    else:
+        sub.add_argument("--steps", type=positive_int, default=20_000,
+                         help="env steps of distillation, never exceeded (default: %(default)s)")
     sub.add_argument("--steps-per-round", type=positive_int, default=2_000,
                      help="env steps collected per round (default: %(default)s)")
     sub.add_argument("--train-steps-per-round", type=positive_int, default=500,

@@ -33,7 +33,11 @@ class DistillConfig:
         control: ``"teacher"`` (the teacher always acts, β = 1, FIFO buffer)
             or ``"student"`` (the β-mixture acts, reservoir buffer).
         total_env_steps: env steps spent collecting data, all rounds
-            together; never exceeded. Per task in a multi-task run.
+            together; never exceeded. Per task in a multi-task run: one
+            number for every task, or a sequence of one per task. A task
+            with a smaller budget spreads it over the same rounds, in
+            proportion (:meth:`task_round_steps`), and every task keeps
+            training on its buffer in every round.
         steps_per_round: env steps collected before each round of training.
             Steps are taken ``num_envs`` at a time, so a round collects this
             rounded down to a multiple of ``num_envs``, and the last round
@@ -81,7 +85,7 @@ class DistillConfig:
 
     env_id: str | Sequence[str] = "CartPole-v1"
     control: str = "student"
-    total_env_steps: int = 20_000
+    total_env_steps: int | Sequence[int] = 20_000
     steps_per_round: int = 2_000
     train_steps_per_round: int = 500
     buffer_capacity: int = 100_000
@@ -119,6 +123,13 @@ class DistillConfig:
             if self.target_return is not None and len(self.env_id) > 1:
                 raise ValueError("target_return applies to one task; a multi-task run selects "
                                  "on the mean normalised score.")
+        if isinstance(self.total_env_steps, Sequence):
+            self.total_env_steps = tuple(self.total_env_steps)
+            if len(self.total_env_steps) != len(self.env_ids) or not all(
+                    isinstance(n, int) and not isinstance(n, bool)
+                    for n in self.total_env_steps):
+                raise ValueError(f"total_env_steps must be an integer or one integer per task "
+                                 f"({len(self.env_ids)}), got {self.total_env_steps!r}.")
         if self.task_proportions is not None:
             self.task_proportions = tuple(float(p) for p in self.task_proportions)
             if len(self.task_proportions) != len(self.env_ids) or not all(
@@ -137,11 +148,17 @@ class DistillConfig:
             raise ValueError(f"eval_episodes must be >= 0, got {self.eval_episodes}.")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"workers must be a non-negative integer, got {self.workers!r}.")
-        if not self.num_envs <= self.steps_per_round <= self.total_env_steps:
+        if not self.num_envs <= self.steps_per_round <= max(self.task_env_steps):
             raise ValueError(
                 f"need num_envs ({self.num_envs}) <= steps_per_round ({self.steps_per_round}) "
-                f"<= total_env_steps ({self.total_env_steps})."
+                f"<= total_env_steps ({max(self.task_env_steps)})."
             )
+        for env_id, budget, steps in zip(self.env_ids, self.task_env_steps,
+                                         self.task_round_steps()):
+            if 0 in steps:
+                raise ValueError(f"{env_id}'s total_env_steps ({budget}) is too small to collect "
+                                 f"num_envs ({self.num_envs}) steps in each of the {len(steps)} "
+                                 f"rounds.")
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ValueError(f"target_return must be a finite number, got {self.target_return}.")
         for name in ("beta_initial", "beta_min", "epsilon"):
@@ -152,6 +169,13 @@ class DistillConfig:
     def env_ids(self) -> tuple[str, ...]:
         """The tasks' env ids (one for a single-task run)."""
         return (self.env_id,) if isinstance(self.env_id, str) else tuple(self.env_id)
+
+    @property
+    def task_env_steps(self) -> tuple[int, ...]:
+        """Each task's env-step budget."""
+        if isinstance(self.total_env_steps, int):
+            return (self.total_env_steps,) * len(self.env_ids)
+        return self.total_env_steps
 
     def task_batch_sizes(self) -> list[int]:
         """Each task's share of a minibatch (at least one example each)."""
@@ -173,11 +197,28 @@ class DistillConfig:
         return "fifo" if self.control == "teacher" else "reservoir"
 
     def round_steps(self) -> list[int]:
-        """Env steps collected in each round; they sum to at most ``total_env_steps``."""
+        """Env steps collected in each round by the task with the largest budget;
+        they sum to at most that budget."""
         per_round = self.steps_per_round // self.num_envs * self.num_envs
-        total = self.total_env_steps // self.num_envs * self.num_envs
+        total = max(self.task_env_steps) // self.num_envs * self.num_envs
         full, rest = divmod(total, per_round)
         return [per_round] * full + ([rest] if rest else [])
+
+    def task_round_steps(self) -> list[list[int]]:
+        """Each task's env steps per round: its budget spread like :meth:`round_steps`.
+
+        After round r task k has collected ``⌊B_k · C_r / B_max / n⌋ · n``
+        steps, C_r the largest budget's steps by then and n ``num_envs``: the
+        largest budget follows :meth:`round_steps` exactly.
+        """
+        plan = self.round_steps()
+        largest = max(self.task_env_steps)
+        done = np.cumsum(plan)
+        result = []
+        for budget in self.task_env_steps:
+            reached = [int(budget * c // largest) // self.num_envs * self.num_envs for c in done]
+            result.append([b - a for a, b in zip([0] + reached[:-1], reached)])
+        return result
 
     def settings(self) -> dict[str, Any]:
         """The fields that decide the results, as JSON values (for fingerprints and reports)."""

@@ -319,6 +319,7 @@ class _Run:
                                steps_per_execution=steps_per_execution(config.train_steps_per_round))
         self.distiller.optimizer.build(self.distiller.trainable_variables)
         self.plan = config.round_steps()
+        self.task_plans = config.task_round_steps()
         shapes = [list(weight.shape) for weight in student.weights]
         self.settings = {**config.settings(), "student_weight_shapes": shapes}
         self.fingerprint = checkpoints.fingerprint(self.settings)
@@ -408,8 +409,8 @@ class _Run:
     def _round(self, round_index: int) -> tuple[list[dict[str, Any]], float]:
         """Collects, trains and evaluates one round; returns each task's record and the loss."""
         config = self.config
-        for task in self.tasks:
-            task.start_round(config.beta(round_index), self.plan[round_index])
+        for task, plan in zip(self.tasks, self.task_plans):
+            task.start_round(config.beta(round_index), plan[round_index])
         records = [task.finish_round() for task in self.tasks]
         shuffle_seed = int(self.rngs["shuffle"].integers(2**31))
         fit = self.distiller.fit(

@@ -9,8 +9,12 @@ per task, a shared trunk, a head per task), by the double DQN of
 target updates and evaluations.
 
 Each task k has its own vector env, replay memory, ε schedule and env-step
-count. Env steps interleave round-robin: every task's vector env steps once
-in turn, so all tasks have taken the same number of env steps. Each gradient
+budget. Env steps interleave round-robin: every task's vector env steps once
+in turn, so all tasks have taken the same number of env steps, until a task
+has spent its budget (``total_env_steps`` may differ between tasks): from
+then on only the others step, and its replay memory, full, is still
+sampled by every gradient step, as a multi-task student keeps training on
+a task whose budget is spent. Each gradient
 step samples a minibatch B_k from each task's replay memory and minimises
 
     L = Σ_k L_TD,k(B_k),   L_TD,k = mean over B_k of Huber(y − Q_k(s, a))
@@ -59,12 +63,12 @@ from tfkd.rl.seeding import derived_seed
 
 # DQNConfig fields every task's config must share: one network, one optimizer,
 # one target network, one schedule of updates and evaluations.
-SHARED_SETTINGS = ("total_env_steps", "num_envs", "learning_rate", "max_grad_norm",
+SHARED_SETTINGS = ("num_envs", "learning_rate", "max_grad_norm",
                    "learning_starts", "train_every", "gradient_steps", "target_update_every",
                    "target_update_tau", "eval_every", "eval_episodes", "keep_best", "seed",
                    "progress")
 # ... and those each task has its own of (hidden_units is not used: the network is given).
-TASK_SETTINGS = ("env_id", "buffer_capacity", "batch_size", "gamma", "double_q",
+TASK_SETTINGS = ("env_id", "total_env_steps", "buffer_capacity", "batch_size", "gamma", "double_q",
                  "epsilon_initial", "epsilon_final", "epsilon_fraction")
 
 
@@ -80,7 +84,8 @@ class MultiTaskDQNHistory:
             since the previous evaluation, ε), selection seeds and env steps.
             ``best_step`` is the best evaluation's env step (the same for
             every task) and ``best_return`` this task's return there.
-        eval_steps: env steps (per task) of each evaluation.
+        eval_steps: env steps of each evaluation (those of the tasks with the
+            largest budget; each task's history has its own).
         selection_score: per evaluation, the score the kept weights are
             chosen on (:func:`selection_score`; None where undefined).
         reference_returns: per task, the return that scores 1, or None
@@ -239,6 +244,7 @@ class _Task:
         self.explorer = _Explorer(env, config, self.q_outputs, self.replay, self.rng,
                                   self.history, reset_seed)
         self.losses = TrainingReporter(config)  # the TD losses since the last evaluation
+        self.env_steps = 0
 
     def sample(self) -> tuple[tf.Tensor, ...]:
         return tuple(map(tf.constant, self.replay.sample(self.config.batch_size)))
@@ -279,13 +285,15 @@ class _Run:
         config, start = self.config, time.perf_counter()
         next_train, next_target = config.learning_starts, 0
         next_eval = config.eval_every or None
-        bar = tqdm(total=config.total_env_steps, desc=f"multi-task DQN ({len(self.tasks)} tasks)",
+        budget = max(task.config.total_env_steps for task in self.tasks)
+        bar = tqdm(total=budget, desc=f"multi-task DQN ({len(self.tasks)} tasks)",
                    disable=not config.progress)
         try:
-            while self.step < config.total_env_steps:
-                step = self.step
+            while self.step < budget:
                 for task in self.tasks:
-                    self.step = task.explorer.step(step)
+                    if task.env_steps < task.config.total_env_steps:
+                        task.env_steps = task.explorer.step(task.env_steps)
+                self.step += config.num_envs
                 while self.step >= next_train:
                     next_train += config.train_every
                     for _ in range(config.gradient_steps):
@@ -308,7 +316,8 @@ class _Run:
             bar.close()
         self.history.wall_time_s = time.perf_counter() - start
         for task in self.tasks:
-            task.history.env_steps, task.history.wall_time_s = self.step, self.history.wall_time_s
+            task.history.env_steps, task.history.wall_time_s = (
+                task.env_steps, self.history.wall_time_s)
         return self.history
 
     def _evaluate(self) -> None:
@@ -320,7 +329,7 @@ class _Run:
         returns = []
         for task in self.tasks:
             stats = task.evaluate()
-            task.history.append_evaluation(self.step, stats, task.losses.take_mean_loss(),
+            task.history.append_evaluation(task.env_steps, stats, task.losses.take_mean_loss(),
                                            task.explorer.explore.epsilon)
             returns.append(stats.mean)
         history = self.history
