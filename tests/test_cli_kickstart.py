@@ -42,7 +42,8 @@ def teacher_file(tmp_path_factory):
 def test_kickstart_writes_results_student_and_tensorboard(teacher_file, tmp_path):
     out, board = tmp_path / "run", tmp_path / "board"
     run = run_tfkd("kickstart", "--teacher", teacher_file, "--env", "CartPole-v1",
-                   "--steps", 600, "--schedule", "gated", "--student-hidden", 8,
+                   "--steps", 600, "--schedule", "gated", "--loss", "centered_mse",
+                   "--student-hidden", 8,
                    "--select-episodes", 2, "--eval-episodes", 2, "--tensorboard", board,
                    "--learning-rate", 5e-4, "--eval-every", 300, "--out", out, "--quiet")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -53,6 +54,7 @@ def test_kickstart_writes_results_student_and_tensorboard(teacher_file, tmp_path
     assert results["episodes"] == len(results["eval_seeds"]) == 2
     assert all(seed % 2 == 1 for seed in results["eval_seeds"])  # held-out seeds
     assert results["config"]["kickstart_config"]["coefficient"] == 3.0
+    assert results["config"]["kickstart_config"]["loss"] == "centered_mse"
     assert results["config"]["dqn_config"]["hidden_units"] == [8]
     assert results["config"]["dqn_config"]["learning_rate"] == 5e-4
     assert results["config"]["dqn_config"]["eval_every"] == 300
@@ -76,6 +78,7 @@ def test_help_documents_every_flag():
     (["--schedule", "cosine"], "--schedule"),
     (["--steps", "100", "--offline-steps", "100"], "offline_env_steps"),
     (["--offline-updates", "5"], "offline_updates needs offline_env_steps"),
+    (["--loss", "centered_mse", "--temperature", "2"], "--temperature applies to --loss kl"),
 ])
 def test_bad_settings_are_one_line_errors(teacher_file, capsys, argv, message):
     with pytest.raises(SystemExit) if argv[0] == "--schedule" else contextlib.nullcontext():

@@ -58,9 +58,21 @@ def test_greedy_action_nll_and_mse_match_reference(logits):
                                rtol=1e-10)
 
 
+def test_centered_mse_matches_reference_and_is_the_kl_at_high_temperature(logits):
+    t, s = logits
+    centered = (s - s.mean(-1, keepdims=True)) - (t - t.mean(-1, keepdims=True))
+    np.testing.assert_allclose(losses.centered_logits_mse(t, s).numpy(),
+                               (centered ** 2).mean(-1), rtol=1e-10)
+    # Hinton et al. 2015, §2.1: 2T² KL(T) -> the centred MSE; the gap shrinks like 1/T.
+    gaps = [np.abs(2 * kl_reference(t, s, temperature, temperature) * temperature ** 2
+                   / (centered ** 2).mean(-1) - 1).max() for temperature in (1e2, 1e3)]
+    assert gaps[1] < 0.02 and gaps[1] < gaps[0] / 5
+    np.testing.assert_allclose(losses.centered_logits_mse(t, t + 3.0).numpy(), 0, atol=1e-12)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fn", ["soft_target_kl", "q_value_kl", "greedy_action_nll",
-                                "logits_mse"])
+                                "logits_mse", "centered_logits_mse"])
 def test_gradients_match_autodiff_of_the_formula(logits, fn, backend):
     t, s = (tf.constant(a) for a in logits)
     temperature = 0.01 if fn == "q_value_kl" else 3.0
@@ -74,6 +86,9 @@ def test_gradients_match_autodiff_of_the_formula(logits, fn, backend):
         "greedy_action_nll": lambda s: -tf.gather(tf.nn.log_softmax(s), tf.argmax(t, -1),
                                                   batch_dims=1),
         "logits_mse": lambda s: tf.reduce_mean(tf.square(s - t), -1),
+        "centered_logits_mse": lambda s: tf.reduce_mean(tf.square(
+            s - tf.reduce_mean(s, -1, keepdims=True) - t + tf.reduce_mean(t, -1, keepdims=True)),
+            -1),
     }
     kwargs = {"temperature": temperature, "backend": backend} if "kl" in fn else {}
     weights = tf.constant(np.random.default_rng(1).uniform(size=t.shape[0]))

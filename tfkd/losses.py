@@ -35,6 +35,7 @@ __all__ = [
     "QValueKL",
     "SoftTargetKL",
     "TemperatureKL",
+    "centered_logits_mse",
     "feature_distance",
     "get",
     "has_fused_batch_mean",
@@ -115,6 +116,24 @@ def logits_mse(teacher_logits, student_logits):
     """
     teacher_logits, student_logits = _check_pair(teacher_logits, student_logits)
     return tf.reduce_mean(tf.square(student_logits - tf.stop_gradient(teacher_logits)), axis=-1)
+
+
+def centered_logits_mse(teacher_logits, student_logits):
+    """Mean squared error between zero-meaned outputs, per example.
+
+        loss = mean_a ((s_a − s̄) − (t_a − t̄))²,   s̄ = mean_a s_a, t̄ = mean_a t_a
+
+    The soft-target KL's limit at high temperature: 2T² · KL(softmax(t/T) ‖
+    softmax(s/T)) tends to it as T grows (Hinton et al. 2015, "Distilling the
+    Knowledge in a Neural Network", §2.1). On Q-values it matches the
+    teacher's advantages and leaves the state value free: a DQN student's
+    own TD loss sets that.
+    """
+    teacher_logits, student_logits = _check_pair(teacher_logits, student_logits)
+    teacher_logits = tf.stop_gradient(teacher_logits)
+    difference = student_logits - teacher_logits
+    return tf.reduce_mean(
+        tf.square(difference - tf.reduce_mean(difference, axis=-1, keepdims=True)), axis=-1)
 
 
 FEATURE_DISTANCES = ("mse", "l2", "cosine")

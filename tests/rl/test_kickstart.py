@@ -16,6 +16,7 @@ from tfkd.rl.envs import EnvSpec
 from tfkd.rl.kickstart import (
     DistillationTerm,
     KickstartConfig,
+    advantage_loss,
     distillation_loss,
     exponential_decay,
     kickstart,
@@ -71,6 +72,7 @@ def test_gate_uses_the_normalised_score_of_the_latest_evaluation():
 
 @pytest.mark.parametrize("change, message", [
     ({"schedule": "cosine"}, "schedule must be one of"),
+    ({"loss": "mse"}, "loss must be one of"),
     ({"coefficient": 0.0}, "coefficient"),
     ({"temperature": float("nan")}, "temperature"),
     ({"decay_steps": 0}, "decay_steps"),
@@ -111,6 +113,21 @@ def test_distillation_loss_is_the_batch_mean_kl(temperature):
     doubled = float(distillation_loss(np.tile(teacher, (2, 1)), np.tile(student, (2, 1)),
                                       temperature))
     assert doubled == pytest.approx(value, rel=1e-6)
+
+
+def test_advantage_loss_matches_the_teachers_advantages_not_its_values():
+    rng = np.random.default_rng(1)
+    teacher = rng.normal(size=(64, 4)) * 10
+    student = rng.normal(size=(64, 4)) * 10
+    centered = ((student - student.mean(-1, keepdims=True))
+                - (teacher - teacher.mean(-1, keepdims=True)))
+    value = float(advantage_loss(teacher.astype(np.float32), student.astype(np.float32)))
+    assert value == pytest.approx(float(np.mean(centered ** 2)), rel=1e-5)
+    # a state value added to every action of the student costs nothing
+    shifted = teacher + rng.normal(size=(64, 1)) * 100
+    assert float(advantage_loss(teacher, shifted)) == pytest.approx(0.0, abs=1e-9)
+    term = DistillationTerm(None, KickstartConfig(loss="centered_mse"), 1_000)
+    assert float(term.loss(teacher, student)) == pytest.approx(value, rel=1e-6)
 
 
 def test_update_adds_weight_times_distillation_to_the_td_loss():

@@ -172,6 +172,8 @@ def kickstart(args: argparse.Namespace, out: OutputDir | None) -> int:
     from tfkd.rl.dqn import DISTILLATION_LOG_KEYS
     from tfkd.rl.kickstart import KickstartConfig, kickstart as kickstart_student
 
+    if args.loss != "kl" and args.temperature is not None:
+        raise CliError(f"--temperature applies to --loss kl, not {args.loss}.")
     seed_everything(args.seed)
     start = time.perf_counter()
     teacher, env_id = load_teacher(args.teacher, args.env)
@@ -185,9 +187,10 @@ def kickstart(args: argparse.Namespace, out: OutputDir | None) -> int:
         _dqn_config(dqn_args), hidden_units=tuple(args.student_hidden or STUDENT_HIDDEN_UNITS),
         callbacks=[RoundCSVLogger(args.csv, keys=DQN_LOG_KEYS + DISTILLATION_LOG_KEYS,
                                   index_name="evaluation")] if args.csv else ())
+    temperature = {} if args.temperature is None else {"temperature": args.temperature}
     kick = KickstartConfig(schedule=args.schedule, coefficient=args.coefficient,
-                           temperature=args.temperature, offline_env_steps=args.offline_steps,
-                           offline_updates=args.offline_updates)
+                           loss=args.loss, offline_env_steps=args.offline_steps,
+                           offline_updates=args.offline_updates, **temperature)
     print(f"kickstarting {env_id} ({args.schedule} λ, {args.steps} env steps) ...", flush=True)
     history = _library_call(kickstart_student, teacher, student, config, kick)
     eval_seeds = held_out_seeds(args.seed, args.eval_episodes)

@@ -21,6 +21,7 @@ DISTILLATION_LOSSES = ("soft_target_kl", "q_value_kl", "greedy_action_nll", "mse
 COMBINATIONS = ("mean", "most_confident")
 
 KICKSTART_SCHEDULES = ("constant", "linear", "exponential", "gated")  # tfkd.rl.kickstart
+KICKSTART_LOSSES = ("kl", "centered_mse")  # tfkd.rl.kickstart.LOSSES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -286,9 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     sub.add_argument("--coefficient", type=positive_float, default=3.0,
                      help="λ's scale (QDagger: %(default)s)")
-    sub.add_argument("--temperature", type=positive_float, default=0.1,
-                     help="temperature of the teacher's and student's softmax (QDagger: "
-                          "%(default)s)")
+    sub.add_argument("--loss", choices=KICKSTART_LOSSES, default="kl",
+                     help="the distillation term: kl, QDagger's KL of the softmaxes at "
+                          "--temperature, or centered_mse, the squared error of the "
+                          "zero-meaned Q-values (the teacher's advantages; the KL's limit at "
+                          "high temperature) (default: %(default)s)")
+    sub.add_argument("--temperature", type=positive_float, default=None,
+                     help="temperature of the teacher's and student's softmax, --loss kl "
+                          "only (default: 0.1, QDagger's)")
     sub.add_argument("--offline-steps", type=_int_at_least(0), default=0,
                      help="env steps of teacher-collected data before the online phase "
                           "(default: %(default)s, no offline phase)")

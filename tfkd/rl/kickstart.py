@@ -3,14 +3,24 @@
 The student is tfkd's DQN (:func:`tfkd.rl.dqn.train_dqn`) with one extra
 loss: for a replay minibatch,
 
-    L = L_TD(θ) + λ_t · mean_i KL(softmax(q_teacher(s_i) / T) ‖ softmax(q_θ(s_i) / T))
+    L = L_TD(θ) + λ_t · mean_i D(q_teacher(s_i), q_θ(s_i))
 
 so the teacher shapes the student early and the student's own RL signal
 takes over as λ_t falls, letting it pass an imperfect teacher (Schmitt et
 al. 2018, "Kickstarting Deep Reinforcement Learning"; Agarwal et al. 2022,
-"Reincarnating Reinforcement Learning", QDagger: coefficient 3, T = 0.1).
-The KL is a batch *mean* (CleanRL's QDagger sums over the batch, which
-scales the term with the batch size).
+"Reincarnating Reinforcement Learning"). D is one of:
+
+- ``kl`` (QDagger: coefficient 3, T = 0.1):
+  KL(softmax(q_teacher / T) ‖ softmax(q_θ / T)). At a low T it asks for the
+  teacher's greedy action with a wide margin, whatever the TD loss says.
+- ``centered_mse``: mean_a ((q_θ,a − mean q_θ) − (q_teacher,a − mean q_teacher))²,
+  the KL's limit at high T scaled by 2T² (Hinton et al. 2015, §2.1;
+  :func:`tfkd.losses.centered_logits_mse`). It matches the teacher's
+  advantages, not its state values, which the TD loss learns for the
+  student's own policy.
+
+Both are batch *means* (CleanRL's QDagger sums over the batch, which scales
+the term with the batch size).
 
 λ_t = coefficient · s_t, with the schedule s_t one of:
 
@@ -51,13 +61,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfkd import files
-from tfkd.losses import soft_target_kl
+from tfkd.losses import centered_logits_mse, soft_target_kl
 from tfkd.rl import evaluation
 from tfkd.rl.dqn import DQNConfig, DQNHistory, train_dqn
 from tfkd.rl.envs import env_spec, make_env, make_vector_env
 from tfkd.rl.policies import EpsilonGreedyPolicy, GreedyPolicy, Network, network_outputs
 
 SCHEDULES = ("constant", "linear", "exponential", "gated")
+LOSSES = ("kl", "centered_mse")
 
 
 # ------------------------------------------------------------------ the maths
@@ -96,6 +107,17 @@ def distillation_loss(teacher_q_values, student_q_values, temperature: float = 0
                                          scale_by_temperature_squared=False))
 
 
+def advantage_loss(teacher_q_values, student_q_values):
+    """The teacher's advantages, a batch mean:
+
+        mean_i mean_a ((q_student,ia − mean_b q_student,ib) − (q_teacher,ia − mean_b q_teacher,ib))²
+
+    :func:`distillation_loss`'s limit at high T, times 2T² (Hinton et al.
+    2015, §2.1). No gradient flows to the teacher.
+    """
+    return tf.reduce_mean(centered_logits_mse(teacher_q_values, student_q_values))
+
+
 # ------------------------------------------------------------------ settings
 
 
@@ -106,7 +128,8 @@ class KickstartConfig:
     Attributes:
         schedule: "constant", "linear", "exponential" or "gated" (module docstring).
         coefficient: λ's scale (QDagger: 3.0).
-        temperature: T of both softmaxes (QDagger: 0.1).
+        loss: "kl" (QDagger's) or "centered_mse" (module docstring).
+        temperature: T of both softmaxes of "kl" (QDagger: 0.1).
         decay_steps: env steps over which "linear" reaches 0 (None: half the run).
         half_life: env steps per halving of "exponential" (None: a tenth of the run).
         offline_env_steps: env steps of teacher-collected data before the online
@@ -116,6 +139,7 @@ class KickstartConfig:
 
     schedule: str = "linear"
     coefficient: float = 3.0
+    loss: str = "kl"
     temperature: float = 0.1
     decay_steps: int | None = None
     half_life: int | None = None
@@ -127,6 +151,8 @@ class KickstartConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, "
                              f"got {self.schedule!r}.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
         for name in ("coefficient", "temperature"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -178,6 +204,8 @@ class DistillationTerm:
         self.last_score: float | None = None
 
     def loss(self, teacher_q_values, student_q_values):
+        if self.config.loss == "centered_mse":
+            return advantage_loss(teacher_q_values, student_q_values)
         return distillation_loss(teacher_q_values, student_q_values, self.temperature)
 
     def schedule(self, step: int) -> float:
