@@ -66,11 +66,16 @@ from tfkd.rl.kickstart import SCHEDULES, KickstartConfig, kickstart  # noqa: E40
 
 FORMAT = "tfkd.benchmarks.kickstart/1"
 SCRATCH, DAGGER = "DQN from scratch", "distillation (DAgger)"
-METHODS = tuple(f"kickstart ({name})" for name in SCHEDULES) + (SCRATCH, DAGGER)
+QDAGGER = "kickstart (linear, QDagger's KL)"
+# Each kickstarted method: its changes to the setup's KickstartConfig.
+KICKSTARTS = {**{f"kickstart ({name})": {"schedule": name} for name in SCHEDULES},
+              QDAGGER: {"schedule": "linear", "loss": "kl", "coefficient": 3.0,
+                        "temperature": 0.1}}
+METHODS = (*KICKSTARTS, SCRATCH, DAGGER)
 # Run order: the baselines and the schedules the bar names first, so a run
 # stopped early still holds the comparisons that matter; tables use METHODS.
 RUN_ORDER = (SCRATCH, DAGGER, "kickstart (gated)", "kickstart (linear)",
-             "kickstart (exponential)", "kickstart (constant)")
+             "kickstart (exponential)", "kickstart (constant)", QDAGGER)
 
 
 @dataclasses.dataclass
@@ -103,7 +108,7 @@ SETUPS = {
         # every 3k: sized to run 5 seeds x 6 methods on a shared 2-core machine.
         student=dataclasses.replace(_LUNAR_TEACHER, hidden_units=(64, 64),
                                     total_env_steps=30_000, eval_every=3_000, eval_episodes=5),
-        kick=KickstartConfig(coefficient=3.0, temperature=0.1),
+        kick=KickstartConfig(loss="centered_mse", coefficient=1.0),
         steps_per_round=5_000, train_steps_per_round=2_000, dagger_learning_rate=2e-3,
     ),
     "CartPole-v1": Setup(
@@ -111,7 +116,7 @@ SETUPS = {
                                          target_return=150.0),
         student=dataclasses.replace(_CARTPOLE_TEACHER, hidden_units=(64, 64),
                                     total_env_steps=10_000, eval_every=1_000),
-        kick=KickstartConfig(coefficient=3.0, temperature=0.1),
+        kick=KickstartConfig(loss="centered_mse", coefficient=1.0),
         steps_per_round=1_000, train_steps_per_round=2_000,
     ),
 }
@@ -119,7 +124,8 @@ SMOKE_SETUP = Setup(
     weak_teacher=dataclasses.replace(rl.SMOKE_SETUP.teacher_dqn, target_return=30.0),
     student=dataclasses.replace(rl.SMOKE_SETUP.teacher_dqn, hidden_units=(8,),
                                 total_env_steps=600, eval_every=300),
-    kick=KickstartConfig(), steps_per_round=200, train_steps_per_round=10,
+    kick=KickstartConfig(loss="centered_mse", coefficient=1.0), steps_per_round=200,
+    train_steps_per_round=10,
 )
 
 
@@ -196,9 +202,8 @@ def run_seed(env_id: str, setup: Setup, teacher, seed: int, episodes: int, folde
             if method == SCRATCH:
                 history = train_dqn(network, dqn_config)
             else:
-                schedule = method[len("kickstart ("):-1]
                 history = kickstart(teacher, network, dqn_config,
-                                    dataclasses.replace(setup.kick, schedule=schedule))
+                                    dataclasses.replace(setup.kick, **KICKSTARTS[method]))
             curve = (history.eval_steps, history.eval_return_mean)
         seconds = time.perf_counter() - start
         comparison = compare_policies(env_id, teacher, network, seeds, teacher_return=teacher_return,

@@ -144,7 +144,8 @@ def test_kickstart_smoke(tmp_path):
     assert result["seeds"] == [0, 1]
     methods = [entry["method"] for entry in result["summary"]]
     assert methods == ["weak teacher", "random", "kickstart (constant)", "kickstart (linear)",
-                       "kickstart (exponential)", "kickstart (gated)", "DQN from scratch",
+                       "kickstart (exponential)", "kickstart (gated)",
+                       "kickstart (linear, QDagger's KL)", "DQN from scratch",
                        "distillation (DAgger)"]
     for entry in result["summary"][2:]:
         assert entry["mean_return"]["n"] == 2 and entry["curve"]["steps"]
@@ -154,11 +155,12 @@ def test_kickstart_smoke(tmp_path):
         assert all(episode % 2 == 1 for episode in run["eval_seeds"])  # held-out
         (gated,) = run["rows"]
         assert len(gated["history"]["eval_lambda"]) == len(gated["history"]["eval_steps"])
+        assert run["settings"]["setup"]["kick"]["loss"] == "centered_mse"
     assert "| CartPole-v1 | kickstart (gated) |" in stdout
-    # a rerun reuses every saved row (6 methods x 2 seeds); --report prints the table
+    # a rerun reuses every saved row (7 methods x 2 seeds); --report prints the table
     again = run_benchmark("kickstart.py", "--smoke", "--seeds", "0", "1", "--out", out,
                           cwd=tmp_path)
-    assert again.count("reused") == 12
+    assert again.count("reused") == 14
     report = run_benchmark("kickstart.py", "--report", "--out", out, cwd=tmp_path)
     assert "| CartPole-v1 | distillation (DAgger) |" in report
 
