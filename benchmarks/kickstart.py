@@ -16,11 +16,12 @@ For each environment (LunarLander-v3, CartPole-v1):
    score is ``(R − R_random) / (R_teacher − R_random)`` against the weak teacher.
 
 The table gives the mean over seeds with a 95% bootstrap interval over seeds;
-"steps to DQN's final" is the first evaluation step at which the method's
-learning curve (selection-episode return of the current weights, mean over
-seeds) reaches the from-scratch DQN's final point on its own curve, as a
-fraction of the budget. The plot shows the selection-
-episode return against env steps, mean over seeds.
+"steps to DQN's final" is the first evaluation step at which what
+keep-best would hand over if the run stopped there (each seed's best
+selection-episode return so far, mean over seeds) reaches the same for the
+from-scratch DQN at the end of its budget, as a fraction of the budget.
+The plot shows the learning curves: the selection-episode return of the
+current weights against env steps, mean over seeds.
 
 Usage::
 
@@ -238,17 +239,22 @@ def summarize(rows_by_method: dict[str, list[dict]], budget: int) -> list[dict]:
         for name in ("mean_return", "normalized_score", "agreement", "wall_time_s"):
             entry[name] = rl._across_seeds([r[name] for r in rows])
         summary.append(entry)
-    # DQN's final return on its own learning curve (the last evaluation, mean over
-    # seeds): each curve is compared with it, measured the same way.
+    # What keep-best would hand over if the run stopped at step t: the best
+    # selection return so far, mean over seeds. Each method's is compared with
+    # DQN's at the end of its budget.
     curves = {method: _mean_curve(rows) for method, rows in rows_by_method.items()
               if "curve_steps" in rows[0]}
-    scratch_final = curves[SCRATCH][1][-1] if SCRATCH in curves else None
+    kept = {method: _mean_curve(rows, best_so_far=True)
+            for method, rows in rows_by_method.items() if "curve_steps" in rows[0]}
+    scratch_final = kept[SCRATCH][1][-1] if SCRATCH in kept else None
     for entry in summary:
         if entry["method"] not in curves:
-            entry["curve"] = entry["steps_to_scratch_final"] = None
+            entry["curve"] = entry["kept_curve"] = entry["steps_to_scratch_final"] = None
             continue
         steps, returns = curves[entry["method"]]
         entry["curve"] = {"steps": steps, "mean_return": returns}
+        steps, returns = kept[entry["method"]]
+        entry["kept_curve"] = {"steps": steps, "mean_best_return": returns}
         reached = [] if scratch_final is None else [
             s for s, r in zip(steps, returns) if r >= scratch_final]
         entry["steps_to_scratch_final"] = (
@@ -256,12 +262,15 @@ def summarize(rows_by_method: dict[str, list[dict]], budget: int) -> list[dict]:
     return summary
 
 
-def _mean_curve(rows: list[dict]) -> tuple[list[int], list[float]]:
-    """The selection-return curve, mean over seeds, at the steps every seed evaluated."""
+def _mean_curve(rows: list[dict], best_so_far: bool = False) -> tuple[list[int], list[float]]:
+    """The selection-return curve, mean over seeds, at the steps every seed evaluated
+    (``best_so_far``: each seed's best return up to each step)."""
     common = sorted(set.intersection(*(set(r["curve_steps"]) for r in rows)))
-    means = [float(np.mean([r["curve_returns"][r["curve_steps"].index(s)] for r in rows]))
-             for s in common]
-    return common, means
+    per_seed = []
+    for r in rows:
+        returns = [r["curve_returns"][r["curve_steps"].index(s)] for s in common]
+        per_seed.append(np.maximum.accumulate(returns) if best_so_far else returns)
+    return common, [float(v) for v in np.mean(per_seed, axis=0)]
 
 
 def table(env_id: str, summary: list[dict]) -> str:
