@@ -294,19 +294,23 @@ def plot(env_id: str, summary: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7.5, 4))
-    for entry in summary:
-        if entry.get("curve"):
-            style = "--" if entry["method"] in (SCRATCH, DAGGER) else "-"
-            axis.plot(entry["curve"]["steps"], entry["curve"]["mean_return"], style,
-                      label=entry["method"])
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     teacher = next(e for e in summary if e["method"] == "weak teacher")["mean_return"]["mean"]
-    axis.axhline(teacher, color="black", linestyle=":", label="weak teacher (held-out)")
-    axis.set_xlabel("env steps")
-    axis.set_ylabel("return (selection episodes, mean over seeds)")
-    axis.set_title(f"{env_id}: kickstarting a student past a weak teacher")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
+    panels = (("curve", "mean_return", "current weights"),
+              ("kept_curve", "mean_best_return", "best so far (what keep-best hands over)"))
+    for axis, (curve, values, title) in zip(axes, panels):
+        for entry in summary:
+            if entry.get(curve):
+                style = "--" if entry["method"] in (SCRATCH, DAGGER) else "-"
+                axis.plot(entry[curve]["steps"], entry[curve][values], style,
+                          label=entry["method"])
+        axis.axhline(teacher, color="black", linestyle=":", label="weak teacher (held-out)")
+        axis.set_xlabel("env steps")
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("return (selection episodes, mean over seeds)")
+    axes[1].legend(fontsize=7)
+    figure.suptitle(f"{env_id}: kickstarting a student past a weak teacher")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -53,7 +53,7 @@ def test_kickstart_writes_results_student_and_tensorboard(teacher_file, tmp_path
     assert TOP_KEYS <= set(results) and results["mode"] == "kickstart (gated)"
     assert results["episodes"] == len(results["eval_seeds"]) == 2
     assert all(seed % 2 == 1 for seed in results["eval_seeds"])  # held-out seeds
-    assert results["config"]["kickstart_config"]["coefficient"] == 3.0
+    assert results["config"]["kickstart_config"]["coefficient"] == 1.0  # the default
     assert results["config"]["kickstart_config"]["loss"] == "centered_mse"
     assert results["config"]["dqn_config"]["hidden_units"] == [8]
     assert results["config"]["dqn_config"]["learning_rate"] == 5e-4

@@ -51,7 +51,8 @@ def test_schedules_follow_their_formulas():
     ("exponential", 2_000, 3.0 * 2.0 ** (-2_000 / 1_000)),  # default half-life: a tenth
 ])
 def test_term_weight_is_coefficient_times_schedule(schedule, step, expected):
-    term = DistillationTerm(None, KickstartConfig(schedule=schedule), total_env_steps=10_000)
+    term = DistillationTerm(None, KickstartConfig(schedule=schedule, coefficient=3.0),
+                            total_env_steps=10_000)
     assert term.weight(step) == pytest.approx(expected)
 
 
@@ -64,7 +65,7 @@ def test_gate_uses_the_normalised_score_of_the_latest_evaluation():
     term.observe(history)
     assert term.last_score == pytest.approx(0.5) and term.weight(500) == pytest.approx(1.0)
     # negative returns (LunarLander): the score, not a ratio of returns
-    term = DistillationTerm(None, KickstartConfig(schedule="gated"), 1_000,
+    term = DistillationTerm(None, KickstartConfig(schedule="gated", coefficient=3.0), 1_000,
                             teacher_return=-50.0, random_return=-200.0)
     term.observe(DQNHistory(eval_return_mean=[-80.0]))
     assert term.weight(0) == pytest.approx(3.0 * (1 - 120.0 / 150.0))
@@ -137,7 +138,7 @@ def test_update_adds_weight_times_distillation_to_the_td_loss():
     actions, rewards = np.array([0, 1, 0], np.int32), np.zeros(3, np.float32)
     done = np.ones(3, np.float32)
     teacher = build_mlp((3,), 2, (8,))
-    term = DistillationTerm(teacher, KickstartConfig(temperature=1.0), 1_000)
+    term = DistillationTerm(teacher, KickstartConfig(loss="kl", temperature=1.0), 1_000)
 
     def trained(distillation, weight, steps=1):
         keras.utils.set_random_seed(0)
@@ -181,7 +182,8 @@ def test_kickstarted_student_passes_a_crippled_teacher(crippled_cartpole_teacher
     student = build_mlp((4,), 2, (32,))
     config = dataclasses.replace(TINY, tensorboard_dir=str(tmp_path / "tb"),
                                  checkpoint_dir=str(tmp_path / "ckpt"))
-    history = kickstart(teacher, student, config, KickstartConfig(schedule="gated"))
+    qdagger_gated = KickstartConfig(schedule="gated", loss="kl", coefficient=3.0)
+    history = kickstart(teacher, student, config, qdagger_gated)
     seeds = evaluation.held_out_seeds(0, 20)
     teacher_return = evaluation.evaluate_policy("CartPole-v1", teacher, seeds)
     student_return = evaluation.evaluate_policy("CartPole-v1", student, seeds)

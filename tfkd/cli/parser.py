@@ -281,13 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--steps", type=positive_int, default=50_000,
                      help="env steps of the student's training, the offline phase included "
                           "(default: %(default)s)")
-    sub.add_argument("--schedule", choices=KICKSTART_SCHEDULES, default="linear",
+    sub.add_argument("--schedule", choices=KICKSTART_SCHEDULES, default="exponential",
                      help="λ_t: constant, linear or exponential decay, or gated by the "
                           "student's normalised score on the selection episodes "
                           "(default: %(default)s)")
-    sub.add_argument("--coefficient", type=positive_float, default=3.0,
-                     help="λ's scale (QDagger: %(default)s)")
-    sub.add_argument("--loss", choices=KICKSTART_LOSSES, default="kl",
+    sub.add_argument("--coefficient", type=positive_float, default=1.0,
+                     help="λ's scale (default: %(default)s; QDagger's is 3 with --loss kl "
+                          "--schedule linear)")
+    sub.add_argument("--loss", choices=KICKSTART_LOSSES, default="centered_mse",
                      help="the distillation term: kl, QDagger's KL of the softmaxes at "
                           "--temperature, or centered_mse, the squared error of the "
                           "zero-meaned Q-values (the teacher's advantages; the KL's limit at "
