@@ -125,6 +125,10 @@ def advantage_loss(teacher_q_values, student_q_values):
 class KickstartConfig:
     """The distillation term of a kickstarted DQN student.
 
+    The defaults are the best of ``benchmarks/kickstart.py`` on LunarLander-v3
+    (docs/kickstarting.md); QDagger's settings are ``schedule="linear",
+    coefficient=3.0, loss="kl"`` (temperature 0.1).
+
     Attributes:
         schedule: "constant", "linear", "exponential" or "gated" (module docstring).
         coefficient: λ's scale (QDagger: 3.0 with its "kl").
@@ -137,8 +141,6 @@ class KickstartConfig:
         offline_updates: gradient steps on that data (with λ = coefficient).
     """
 
-    # The defaults are the best of benchmarks/kickstart.py on LunarLander;
-    # QDagger's are schedule="linear", coefficient=3.0, loss="kl".
     schedule: str = "exponential"
     coefficient: float = 1.0
     loss: str = "centered_mse"
@@ -279,7 +281,7 @@ def kickstart(teacher: Network, student: keras.Model, config: DQNConfig,
         student: Keras model observations -> Q-values, trained in place.
         config: the student's DQN settings (replay, target network, ε, evaluations,
             keep-best, checkpoints, TensorBoard: see :class:`tfkd.rl.dqn.DQNConfig`).
-        kickstart_config: the distillation term (default: QDagger's linear decay).
+        kickstart_config: the distillation term (default: ``KickstartConfig()``).
         out_dir: save the student there as a teacher folder (None: don't).
 
     Returns:
