@@ -85,14 +85,20 @@ class Setup:
 
     weak_teacher: DQNConfig          # target_return: where the teacher stops
     student: DQNConfig               # the students' DQN (kickstarted and from scratch)
-    kick: KickstartConfig            # schedule is set per method
+    kick: KickstartConfig            # each method's changes: KICKSTARTS
     steps_per_round: int             # DAgger
     train_steps_per_round: int       # DAgger
     dagger_learning_rate: float = 1e-3
 
+    def kickstart_config(self, method: str) -> KickstartConfig:
+        """The distillation term of a kickstarted ``method``."""
+        return dataclasses.replace(self.kick, **KICKSTARTS[method])
+
     def as_dict(self) -> dict:
         values = {"weak_teacher": self.weak_teacher.as_dict(), "student": self.student.as_dict(),
-                  "kick": self.kick.as_dict(), "steps_per_round": self.steps_per_round,
+                  "kickstarts": {method: self.kickstart_config(method).as_dict()
+                                 for method in KICKSTARTS},
+                  "steps_per_round": self.steps_per_round,
                   "train_steps_per_round": self.train_steps_per_round,
                   "dagger_learning_rate": self.dagger_learning_rate}
         for config in (values["weak_teacher"], values["student"]):
@@ -203,8 +209,7 @@ def run_seed(env_id: str, setup: Setup, teacher, seed: int, episodes: int, folde
             if method == SCRATCH:
                 history = train_dqn(network, dqn_config)
             else:
-                history = kickstart(teacher, network, dqn_config,
-                                    dataclasses.replace(setup.kick, **KICKSTARTS[method]))
+                history = kickstart(teacher, network, dqn_config, setup.kickstart_config(method))
             curve = (history.eval_steps, history.eval_return_mean)
         seconds = time.perf_counter() - start
         comparison = compare_policies(env_id, teacher, network, seeds, teacher_return=teacher_return,

@@ -155,7 +155,10 @@ def test_kickstart_smoke(tmp_path):
         assert all(episode % 2 == 1 for episode in run["eval_seeds"])  # held-out
         (gated,) = run["rows"]
         assert len(gated["history"]["eval_lambda"]) == len(gated["history"]["eval_steps"])
-        assert run["settings"]["setup"]["kick"]["loss"] == "centered_mse"
+        kickstarts = run["settings"]["setup"]["kickstarts"]
+        assert kickstarts["kickstart (exponential)"]["schedule"] == "exponential"
+        assert kickstarts["kickstart (exponential)"]["loss"] == "centered_mse"
+        assert kickstarts["kickstart (linear, QDagger's KL)"]["loss"] == "kl"
     assert "| CartPole-v1 | kickstart (gated) |" in stdout
     # a rerun reuses every saved row (7 methods x 2 seeds); --report prints the table
     again = run_benchmark("kickstart.py", "--smoke", "--seeds", "0", "1", "--out", out,
