@@ -29,7 +29,7 @@ Kickstarting (:mod:`tfkd.rl.kickstart`) is this DQN with one extra loss: given
 a ``distillation`` term, each update minimises ``L_TD + λ_t · L_distill`` to a
 teacher's Q-values; the TD loss, replay, target network and ε are the same code.
 The multi-task DQN (:mod:`tfkd.rl.multi_task_dqn`) runs one env side
-(:class:`_Explorer`), replay memory and :func:`td_loss` per task on one network.
+(:class:`Explorer`), replay memory and :func:`td_loss` per task on one network.
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ class TrainingReporter:
             self.writer.close()
 
 
-class _Replay:
+class Replay:
     """Uniform replay memory of (s, a, r, s', terminated)."""
 
     FIELDS = ("observations", "next_observations", "actions", "rewards", "terminated")
@@ -369,7 +369,7 @@ class _Replay:
             self.size, self.cursor = int(saved["size"]), int(saved["cursor"])
 
 
-class _Explorer:
+class Explorer:
     """One env's side of a DQN run: its vector env, the ε-greedy policy of the
     online network, the replay memory it fills and its training episodes.
 
@@ -383,7 +383,7 @@ class _Explorer:
         reset_seed: seeds the envs' first episodes.
     """
 
-    def __init__(self, env, config: DQNConfig, q_outputs, replay: _Replay,
+    def __init__(self, env, config: DQNConfig, q_outputs, replay: Replay,
                  rng: np.random.Generator, history: DQNHistory, reset_seed: int):
         self.env, self.config, self.replay, self.rng, self.history = (
             env, config, replay, rng, history)
@@ -461,7 +461,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     update = _make_update(q_network, target_network, optimizer, config.gamma, spec,
                           config.double_q, distillation)
     rng = np.random.default_rng(config.seed)
-    replay = _Replay(config.buffer_capacity, spec.observation_shape, spec.observation_dtype, rng)
+    replay = Replay(config.buffer_capacity, spec.observation_shape, spec.observation_dtype, rng)
     seeds = evaluation.selection_seeds(config.seed, config.eval_episodes)
     state = _State(next_train=config.learning_starts, next_eval=config.eval_every or None)
     state.history.selection_seeds = list(seeds)
@@ -478,7 +478,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     history, step = state.history, state.step
     # Training episodes start from hashed seeds, not from the small integers
     # that seed the selection and held-out episodes, so they do not replay them.
-    explorer = _Explorer(env, config, q_outputs, replay, rng, history,
+    explorer = Explorer(env, config, q_outputs, replay, rng, history,
                          derived_seed(config.seed, step))
     start = time.perf_counter() - state.wall_time_s
     bar = tqdm(total=config.total_env_steps, initial=min(step, config.total_env_steps),
@@ -518,7 +518,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
                                       if distillation is not None else None)
             if step >= state.next_target:
                 state.next_target += config.target_update_every
-                _update_target(q_network, target_network, config.target_update_tau)
+                update_target(q_network, target_network, config.target_update_tau)
             if state.next_eval is not None and step >= state.next_eval:
                 state.next_eval += config.eval_every
                 evaluate()
@@ -547,7 +547,8 @@ def _reached(config: DQNConfig, history: DQNHistory) -> bool:
             and history.best_return >= config.target_return)
 
 
-def _update_target(q_network, target_network, tau):
+def update_target(q_network, target_network, tau):
+    """Copies the online weights to the target network (τ = 1) or moves them τ of the way."""
     if tau == 1.0:
         target_network.set_weights(q_network.get_weights())
     else:
@@ -680,7 +681,7 @@ def td_loss(q_values, actions, targets):
                                 tf.gather(q_values, actions, batch_dims=1))
 
 
-def _network_td_targets(q_network, target_network, rewards, next_observations, terminated,
+def network_td_targets(q_network, target_network, rewards, next_observations, terminated,
                         gamma, double_q):
     """:func:`td_targets` of a batch, from the networks' Q-values at s'."""
     next_target_q = target_network(next_observations)
@@ -688,8 +689,8 @@ def _network_td_targets(q_network, target_network, rewards, next_observations, t
     return td_targets(rewards, terminated, next_target_q, gamma, next_online_q)
 
 
-def _batch_signature(spec) -> tuple[tf.TensorSpec, ...]:
-    """TensorSpecs of a replay batch ``(s, a, r, s', terminated)`` (:meth:`_Replay.sample`)."""
+def batch_signature(spec) -> tuple[tf.TensorSpec, ...]:
+    """TensorSpecs of a replay batch ``(s, a, r, s', terminated)`` (:meth:`Replay.sample`)."""
     observations = tf.TensorSpec((None, *spec.observation_shape), spec.observation_dtype)
     scalars = tf.TensorSpec((None,), tf.float32)
     return observations, tf.TensorSpec((None,), tf.int32), scalars, observations, scalars
@@ -704,9 +705,9 @@ def _make_update(q_network, target_network, optimizer, gamma, spec, double_q=Tru
     ``distillation`` term) and returns ``(L_TD, L_distill)`` (0 without one).
     """
 
-    @tf.function(input_signature=[*_batch_signature(spec), tf.TensorSpec((), tf.float32)])
+    @tf.function(input_signature=[*batch_signature(spec), tf.TensorSpec((), tf.float32)])
     def update(observations, actions, rewards, next_observations, terminated, weight=0.0):
-        targets = _network_td_targets(q_network, target_network, rewards, next_observations,
+        targets = network_td_targets(q_network, target_network, rewards, next_observations,
                                       terminated, gamma, double_q)
         teacher_q = (tf.stop_gradient(tf.cast(distillation.teacher(observations), tf.float32))
                      if distillation is not None else None)

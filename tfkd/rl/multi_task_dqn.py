@@ -49,13 +49,13 @@ from tfkd.rl import evaluation, teacher_io
 from tfkd.rl.dqn import (
     DQNConfig,
     DQNHistory,
+    Explorer,
+    Replay,
     TrainingReporter,
-    _batch_signature,
-    _Explorer,
-    _network_td_targets,
-    _Replay,
-    _update_target,
+    batch_signature,
+    network_td_targets,
     td_loss,
+    update_target,
 )
 from tfkd.rl.envs import env_spec, make_vector_env
 from tfkd.rl.policies import GreedyPolicy, network_outputs
@@ -237,11 +237,11 @@ class _Task:
         # Task 0 seeds as train_dqn does; the others get streams of their own.
         self.rng = np.random.default_rng(config.seed if index == 0 else [config.seed, index])
         reset_seed = derived_seed(config.seed, 0, *([index] if index else []))
-        self.replay = _Replay(config.buffer_capacity, self.spec.observation_shape,
+        self.replay = Replay(config.buffer_capacity, self.spec.observation_shape,
                               self.spec.observation_dtype, self.rng)
         self.seeds = evaluation.selection_seeds(config.seed, config.eval_episodes)
         self.history = DQNHistory(selection_seeds=list(self.seeds))
-        self.explorer = _Explorer(env, config, self.q_outputs, self.replay, self.rng,
+        self.explorer = Explorer(env, config, self.q_outputs, self.replay, self.rng,
                                   self.history, reset_seed)
         self.losses = TrainingReporter(config)  # the TD losses since the last evaluation
         self.env_steps = 0
@@ -302,7 +302,7 @@ class _Run:
                             task.losses.add_loss(float(loss))
                 if self.step >= next_target:
                     next_target += config.target_update_every
-                    _update_target(self.network, self.target_network, config.target_update_tau)
+                    update_target(self.network, self.target_network, config.target_update_tau)
                 if next_eval is not None and self.step >= next_eval:
                     next_eval += config.eval_every
                     self._evaluate()
@@ -362,9 +362,9 @@ def _make_multi_task_update(network: keras.Model, tasks: Sequence[_Task], optimi
     TD losses; each is :func:`tfkd.rl.dqn.td_loss` of its task's head.
     """
 
-    @tf.function(input_signature=[[_batch_signature(task.spec) for task in tasks]])
+    @tf.function(input_signature=[[batch_signature(task.spec) for task in tasks]])
     def update(batches):
-        targets = [_network_td_targets(task.q_network, task.target_network, rewards,
+        targets = [network_td_targets(task.q_network, task.target_network, rewards,
                                        next_observations, terminated, task.config.gamma,
                                        task.config.double_q)
                    for task, (_, _, rewards, next_observations, terminated)
