@@ -479,7 +479,7 @@ def train_dqn(q_network: keras.Model, config: DQNConfig, out_dir: str | None = N
     # Training episodes start from hashed seeds, not from the small integers
     # that seed the selection and held-out episodes, so they do not replay them.
     explorer = Explorer(env, config, q_outputs, replay, rng, history,
-                         derived_seed(config.seed, step))
+                        derived_seed(config.seed, step))
     start = time.perf_counter() - state.wall_time_s
     bar = tqdm(total=config.total_env_steps, initial=min(step, config.total_env_steps),
                desc=f"DQN {config.env_id}", disable=not config.progress)
@@ -682,7 +682,7 @@ def td_loss(q_values, actions, targets):
 
 
 def network_td_targets(q_network, target_network, rewards, next_observations, terminated,
-                        gamma, double_q):
+                       gamma, double_q):
     """:func:`td_targets` of a batch, from the networks' Q-values at s'."""
     next_target_q = target_network(next_observations)
     next_online_q = q_network(next_observations) if double_q else None
@@ -708,7 +708,7 @@ def _make_update(q_network, target_network, optimizer, gamma, spec, double_q=Tru
     @tf.function(input_signature=[*batch_signature(spec), tf.TensorSpec((), tf.float32)])
     def update(observations, actions, rewards, next_observations, terminated, weight=0.0):
         targets = network_td_targets(q_network, target_network, rewards, next_observations,
-                                      terminated, gamma, double_q)
+                                     terminated, gamma, double_q)
         teacher_q = (tf.stop_gradient(tf.cast(distillation.teacher(observations), tf.float32))
                      if distillation is not None else None)
         with tf.GradientTape() as tape:

@@ -238,11 +238,11 @@ class _Task:
         self.rng = np.random.default_rng(config.seed if index == 0 else [config.seed, index])
         reset_seed = derived_seed(config.seed, 0, *([index] if index else []))
         self.replay = Replay(config.buffer_capacity, self.spec.observation_shape,
-                              self.spec.observation_dtype, self.rng)
+                             self.spec.observation_dtype, self.rng)
         self.seeds = evaluation.selection_seeds(config.seed, config.eval_episodes)
         self.history = DQNHistory(selection_seeds=list(self.seeds))
         self.explorer = Explorer(env, config, self.q_outputs, self.replay, self.rng,
-                                  self.history, reset_seed)
+                                 self.history, reset_seed)
         self.losses = TrainingReporter(config)  # the TD losses since the last evaluation
         self.env_steps = 0
 
@@ -365,8 +365,8 @@ def _make_multi_task_update(network: keras.Model, tasks: Sequence[_Task], optimi
     @tf.function(input_signature=[[batch_signature(task.spec) for task in tasks]])
     def update(batches):
         targets = [network_td_targets(task.q_network, task.target_network, rewards,
-                                       next_observations, terminated, task.config.gamma,
-                                       task.config.double_q)
+                                      next_observations, terminated, task.config.gamma,
+                                      task.config.double_q)
                    for task, (_, _, rewards, next_observations, terminated)
                    in zip(tasks, batches)]
         with tf.GradientTape() as tape:
