@@ -20,8 +20,8 @@ The table gives the mean over seeds with a 95% bootstrap interval over seeds;
 keep-best would hand over if the run stopped there (each seed's best
 selection-episode return so far, mean over seeds) reaches the same for the
 from-scratch DQN at the end of its budget, as a fraction of the budget.
-The plot shows the learning curves: the selection-episode return of the
-current weights against env steps, mean over seeds.
+The plot shows both against env steps, mean over seeds: the
+selection-episode return of the current weights, and the best so far.
 
 Usage::
 
