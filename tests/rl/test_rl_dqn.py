@@ -1,5 +1,6 @@
 """The compact Keras DQN used for teachers and the from-scratch baseline."""
 
+import csv
 import dataclasses
 import json
 import os
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from tfkd.models import build_mlp
-from tfkd.rl import DQNConfig, DQNHistory, train_dqn
+from tfkd.rl import DQNConfig, DQNHistory, RoundCSVLogger, train_dqn
 from tfkd.rl import evaluation
 from tfkd.rl.dqn import _make_update, load_dqn_teacher, save_dqn_teacher, td_targets
 from tfkd.rl.envs import EnvSpec
@@ -207,10 +208,17 @@ def test_no_evaluations_keeps_the_last_weights_and_still_checkpoints(tmp_path):
 
 
 def test_a_checkpoint_of_other_settings_is_refused_but_a_larger_budget_resumes(tmp_path):
-    config = dataclasses.replace(TINY, checkpoint_dir=str(tmp_path / "ckpt"))
+    log = tmp_path / "evaluations.csv"
+    config = dataclasses.replace(TINY, checkpoint_dir=str(tmp_path / "ckpt"), callbacks=[
+        RoundCSVLogger(log, keys=("return", "env_steps"), index_name="evaluation")])
     train_dqn(_tiny_network(), config)
     other = dataclasses.replace(config, learning_rate=5e-4)
     with pytest.raises(ValueError, match=r"other settings \(learning_rate\)"):
         train_dqn(_tiny_network(), other)
     longer = train_dqn(_tiny_network(), dataclasses.replace(config, total_env_steps=600))
-    assert longer.env_steps == 600 and longer.eval_steps[:2] == [200, 400]
+    assert longer.eval_steps == [200, 400, 600]
+    with open(log, newline="") as file:  # the resumed run keeps the first run's rows
+        rows = list(csv.DictReader(file))
+    assert [(row["evaluation"], int(row["env_steps"])) for row in rows] == [
+        ("0", 200), ("1", 400), ("2", 600)]
+    assert [float(row["return"]) for row in rows] == pytest.approx(longer.eval_return_mean)

@@ -28,6 +28,7 @@ from tfkd.models import build_mlp
 from tfkd.rl import (
     CheckpointMismatchError,
     DistillConfig,
+    RoundCSVLogger,
     distill,
     distill_student_driven,
     distill_teacher_driven,
@@ -212,6 +213,24 @@ def test_callbacks_csv_and_tensorboard_see_every_round(cartpole_teacher, tmp_pat
     assert [int(row["round"]) for row in rows] == [0, 1]
     assert [float(row["loss"]) for row in rows] == pytest.approx(history.loss)
     assert glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
+
+
+def test_the_csv_log_of_a_resumed_run_keeps_the_earlier_rounds(tmp_path):
+    path = tmp_path / "rounds.csv"
+
+    def run(first_round, num_rounds, keys=("loss",)):
+        logger = RoundCSVLogger(path, keys=keys)
+        logger.on_train_begin()
+        for index in range(first_round, first_round + num_rounds):
+            logger.on_epoch_end(index, {"loss": 10 * first_round + index})
+        logger.on_train_end()
+        with open(path, newline="") as file:
+            return [(row["round"], float(row["loss"])) for row in csv.DictReader(file)]
+
+    assert run(0, 3) == [("0", 0), ("1", 1), ("2", 2)]
+    assert run(2, 2) == [("0", 0), ("1", 1), ("2", 22), ("3", 23)]  # resumed at round 2
+    assert run(0, 1) == [("0", 0)]  # a fresh run starts the file anew
+    assert run(1, 1, keys=("loss", "beta")) == [("1", 11)]  # other columns: not its rows
 
 
 def test_a_callback_can_stop_the_run(cartpole_teacher):

@@ -28,17 +28,20 @@ import os
 import keras
 import tensorflow as tf
 
+from tfkd import files
+
 LOG_KEYS = ("return", "normalized_score", "agreement", "loss", "beta", "buffer_size", "env_steps")
 
 
 class RoundCSVLogger(keras.callbacks.Callback):
     """One CSV row per round, flushed as it is written (like ``keras.callbacks.CSVLogger``).
 
-    Columns: ``index_name`` then ``keys``; an empty cell is a None.
+    Columns: ``index_name`` then ``keys``; an empty cell is a None. A run that
+    resumes at round ``k`` keeps the rows before ``k`` of a file with the same
+    columns and replaces the rest; a run from round 0 starts the file anew.
 
     Args:
-        path: the CSV file; created with its parent folders, overwritten by
-            ``on_train_begin``.
+        path: the CSV file; created with its parent folders.
         keys: the logs written, in column order (default: a distillation
             round's, :data:`LOG_KEYS`).
         index_name: the first column's name (the ``epoch`` argument).
@@ -51,17 +54,14 @@ class RoundCSVLogger(keras.callbacks.Callback):
         self.index_name = index_name
         self._file = None
         self._writer = None
+        self._earlier_rows: list[list[str]] = []
 
     def on_train_begin(self, logs=None):
-        folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        self._file = open(self.path, "w", newline="")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow((self.index_name, *self.keys))
-        self._file.flush()
+        self._earlier_rows = self._read_rows()
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._file is None:
+            self._start_file(first_index=epoch)
         logs = logs or {}
         row = [epoch] + ["" if logs.get(key) is None else logs[key] for key in self.keys]
         self._writer.writerow(row)
@@ -71,6 +71,29 @@ class RoundCSVLogger(keras.callbacks.Callback):
         if self._file is not None:
             self._file.close()
             self._file = self._writer = None
+
+    def _header(self) -> list[str]:
+        return [self.index_name, *self.keys]
+
+    def _read_rows(self) -> list[list[str]]:
+        """The file's rows if it has this logger's columns, else none."""
+        try:
+            with open(self.path, newline="") as file:
+                rows = list(csv.reader(file))
+        except (FileNotFoundError, UnicodeDecodeError):
+            return []
+        if not rows or rows[0] != self._header():
+            return []
+        return [row for row in rows[1:] if row and row[0].isdigit()]
+
+    def _start_file(self, first_index: int) -> None:
+        """Writes the header and the earlier rounds' rows atomically, then appends."""
+        kept = [row for row in self._earlier_rows if int(row[0]) < first_index]
+        with files.atomic_path(self.path) as temporary:
+            with open(temporary, "w", newline="") as file:
+                csv.writer(file).writerows([self._header(), *kept])
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.writer(self._file)
 
 
 class RoundTensorBoard(keras.callbacks.Callback):
