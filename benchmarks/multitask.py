@@ -36,15 +36,18 @@ Usage::
     python benchmarks/multitask.py --part multitask --seeds 0 1 2
     python benchmarks/multitask.py --smoke --out /tmp/mt-smoke  # seconds: a check only
 
-Results: ``<out>/multitask/<part>.json`` (written after every seed; saved
-seeds with the same settings are reused unless ``--fresh``), tables printed
-as Markdown.
+Results: ``<out>/multitask/<part>/seed-<s>.json``, one per seed as it
+finishes (a seed saved with the same settings is reused unless ``--fresh``,
+so seeds can run side by side in separate processes), and
+``<out>/multitask/<part>.json``, every saved seed of these settings summed
+up; tables printed as Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import json
 import os
 import sys
@@ -79,7 +82,7 @@ from tfkd.rl import (  # noqa: E402
 from tfkd.rl.dqn import DQNConfig, load_dqn_teacher  # noqa: E402
 from tfkd.rl.multi_task_dqn import SHARED_SETTINGS  # noqa: E402
 
-FORMAT = "tfkd.benchmarks.multitask/3"
+FORMAT = "tfkd.benchmarks.multitask/4"
 PARTS = ("multitask", "minatar", "multiteacher")
 MINATAR_GAMES = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1", "MinAtar/Freeway-v1")
 MINATAR_TEACHER_STEPS = 200_000
@@ -384,26 +387,36 @@ def run_part(part: str, args) -> dict:
             teachers[name] = (teacher_for(env_id, setup_k, args.out, folder)[0], env_id)
             teacher_names[name] = folder
         run = lambda seed: multiteacher_seed(teachers, budget, seed, args.episodes)  # noqa: E731
-    path = os.path.join(args.out, "multitask", f"{part}.json")
     settings = strict_json({"budget": dataclasses.asdict(budget), "episodes": args.episodes,
                             "teachers": teacher_names,
                             **extra_settings})
-    done = {}
-    if os.path.exists(path) and not args.fresh:
+    folder = os.path.join(args.out, "multitask", part)
+    for seed in args.seeds:
+        seed_path = os.path.join(folder, f"seed-{seed}.json")
+        if args.fresh or _saved_rows(seed_path, settings) is None:
+            print(f"{part} seed {seed}:", flush=True)
+            write_json(seed_path, {"format": FORMAT, "settings": settings, "rows": run(seed)})
+    per_seed = [rows for rows in (_saved_rows(path, settings) for path in
+                                  glob.glob(os.path.join(folder, "seed-*.json"))) if rows]
+    per_seed.sort(key=lambda rows: rows[0]["seed"])
+    result = {"format": FORMAT, "part": part, "seeds": [rows[0]["seed"] for rows in per_seed],
+              "settings": settings, "versions": versions(),
+              "summary": summarize(per_seed), "per_seed": per_seed}
+    write_json(os.path.join(args.out, "multitask", f"{part}.json"), result)
+    print(f"\n{part}, seeds {', '.join(map(str, result['seeds']))}:\n{table(result['summary'])}")
+    return result
+
+
+def _saved_rows(path: str, settings: dict) -> list[dict] | None:
+    """The rows of one seed's file, if it exists and was made with ``settings``."""
+    try:
         with open(path, encoding="utf-8") as file:
             saved = json.load(file)
-        if saved.get("format") == FORMAT and saved.get("settings") == settings:
-            done = {rows[0]["seed"]: rows for rows in saved["per_seed"]}
-    per_seed = []
-    for seed in args.seeds:
-        print(f"{part} seed {seed}:", flush=True)
-        per_seed.append(done.get(seed) or run(seed))
-        result = {"format": FORMAT, "part": part, "seeds": [rows[0]["seed"] for rows in per_seed],
-                  "settings": settings, "versions": versions(),
-                  "summary": summarize(per_seed), "per_seed": per_seed}
-        write_json(path, result)
-    print(f"\n{part}:\n{table(result['summary'])}")
-    return result
+    except FileNotFoundError:
+        return None
+    if saved.get("format") != FORMAT or saved.get("settings") != settings:
+        return None
+    return saved["rows"]
 
 
 def _folder(env_id: str, setup: Setup) -> str:

@@ -107,6 +107,11 @@ def test_multitask_smoke(tmp_path):
     methods = [entry["method"] for entry in multiteacher["summary"]]
     assert "student of ensemble (mean)" in methods and "student of teacher 2" in methods
     assert "| CartPole-v1 | student of ensemble (most_confident) |" in stdout
+    # another seed, as a separate process would run it: seed 0 is reused, both are summed up
+    stdout = run_benchmark("multitask.py", "--smoke", "--part", "multiteacher", "--seeds", "1",
+                           "--out", out, cwd=tmp_path)
+    assert "multiteacher seed 1:" in stdout and "multiteacher seed 0:" not in stdout
+    assert _strict_load(out / "multitask" / "multiteacher.json")["seeds"] == [0, 1]
 
 
 def test_serve_smoke(tmp_path):
