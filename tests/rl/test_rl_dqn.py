@@ -216,7 +216,7 @@ def test_a_checkpoint_of_other_settings_is_refused_but_a_larger_budget_resumes(t
     with pytest.raises(ValueError, match=r"other settings \(learning_rate\)"):
         train_dqn(_tiny_network(), other)
     longer = train_dqn(_tiny_network(), dataclasses.replace(config, total_env_steps=600))
-    assert longer.eval_steps == [200, 400, 600]
+    assert longer.env_steps == 600 and longer.eval_steps == [200, 400, 600]
     with open(log, newline="") as file:  # the resumed run keeps the first run's rows
         rows = list(csv.DictReader(file))
     assert [(row["evaluation"], int(row["env_steps"])) for row in rows] == [
