@@ -110,6 +110,7 @@ class Budget:
     env_steps: int | dict[str, int] = 50_000
     steps_per_round: int = 5_000
     train_steps_per_round: int = 3_000
+    buffer_capacity: int = 100_000  # labelled states kept per task
     batch_size: int = 128
     learning_rate: float = 2e-3
     eval_episodes: int = 20
@@ -155,7 +156,8 @@ def config(budget: Budget, env_id, seed: int) -> DistillConfig:
         env_id=env_id, control="student", beta_decay=0.5,
         total_env_steps=task_env_steps(budget, env_id),
         steps_per_round=budget.steps_per_round,
-        train_steps_per_round=budget.train_steps_per_round, batch_size=budget.batch_size,
+        train_steps_per_round=budget.train_steps_per_round,
+        buffer_capacity=budget.buffer_capacity, batch_size=budget.batch_size,
         learning_rate=budget.learning_rate, distillation_loss="q_value_kl",
         eval_episodes=budget.eval_episodes, keep_best=True, seed=seed, progress=False)
 
@@ -414,6 +416,11 @@ def _saved_rows(path: str, settings: dict) -> list[dict] | None:
             saved = json.load(file)
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        sys.exit(f"error: cannot read the saved results {path} ({error}); delete it to "
+                 "rerun that seed.")
+    if not isinstance(saved, dict):
+        sys.exit(f"error: {path} is not a tfkd results file; delete it to rerun that seed.")
     if saved.get("format") != FORMAT or saved.get("settings") != settings:
         return None
     return saved["rows"]

@@ -12,12 +12,16 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 
 
-def run_benchmark(name, *args, cwd):
+def run_benchmark(name, *args, cwd, expect_error=False):
+    """The script's stdout; with ``expect_error`` its last stderr line, after checking it failed."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
     env.pop("TF_USE_LEGACY_KERAS", None)  # the benchmarks use Keras 3 only
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     run = subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, args)], cwd=cwd,
                          env=env, capture_output=True, text=True, timeout=600)
+    if expect_error:
+        assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+        return run.stderr.strip().splitlines()[-1]
     assert run.returncode == 0, f"{name} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
     return run.stdout
 
@@ -112,6 +116,12 @@ def test_multitask_smoke(tmp_path):
                            "--out", out, cwd=tmp_path)
     assert "multiteacher seed 1:" in stdout and "multiteacher seed 0:" not in stdout
     assert _strict_load(out / "multitask" / "multiteacher.json")["seeds"] == [0, 1]
+    # a damaged seed file is a one-line error naming it, and the other seed's file is kept
+    (out / "multitask" / "multiteacher" / "seed-1.json").write_text('{"format": ', "utf-8")
+    error = run_benchmark("multitask.py", "--smoke", "--part", "multiteacher", "--seeds", "0",
+                          "--out", out, cwd=tmp_path, expect_error=True)
+    assert error.startswith("error: cannot read the saved results") and "seed-1.json" in error
+    assert _strict_load(out / "multitask" / "multiteacher" / "seed-0.json")["rows"]
 
 
 def test_serve_smoke(tmp_path):
