@@ -360,7 +360,9 @@ def test_multi_task_dqn_refuses_bad_settings_in_one_line():
         ([dqn_config(), dqn_config("MountainCar-v0", learning_rate=1e-4)], None,
          "must agree on learning_rate"),
         ([dqn_config(), dqn_config("MountainCar-v0", checkpoint_dir="ckpt")], None,
-         "does not take checkpoint_dir"),
+         "must agree on checkpoint_dir"),
+        ([dqn_config(), dqn_config("MountainCar-v0", target_return=0.0)], None,
+         "does not take target_return"),
         (dqn_configs(), {"CartPole-v1": 500.0}, "one return per task"),
         (dqn_configs(), {"CartPole-v1": 500.0, "MountainCar-v0": float("nan")}, "finite"),
     ]
@@ -368,3 +370,61 @@ def test_multi_task_dqn_refuses_bad_settings_in_one_line():
         with pytest.raises(ValueError, match=message) as error:
             train_multi_task_dqn(model, configs, reference_returns=references)
         assert "\n" not in str(error.value)
+
+
+def _without_wall_time(history) -> dict:
+    saved = history.as_dict()
+    saved.pop("wall_time_s")
+    for task in saved["tasks"].values():
+        task.pop("wall_time_s")
+    return saved
+
+
+def test_multi_task_dqn_resumes_from_its_checkpoint_and_refuses_another_runs(tmp_path):
+    folder = str(tmp_path / "ckpt")
+    references = {"CartPole-v1": 500.0, "MountainCar-v0": -110.0}
+    first = train_multi_task_dqn(student(6), dqn_configs(checkpoint_dir=folder), references)
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate\)") as error:
+        train_multi_task_dqn(student(6), dqn_configs(checkpoint_dir=folder, learning_rate=5e-4),
+                             references)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="other reference_returns"):
+        train_multi_task_dqn(student(6), dqn_configs(checkpoint_dir=folder),
+                             {**references, "CartPole-v1": 400.0})
+    with pytest.raises(ValueError, match="holds 2 tasks, this run 1"):
+        one = {"CartPole-v1": TASKS["CartPole-v1"]}
+        train_multi_task_dqn(build_multi_task_student(one, trunk_units=(32,), adapter_units=32),
+                             [dqn_config(checkpoint_dir=folder)])
+
+    # A larger budget continues the run: its first evaluations are the first run's.
+    longer_model = student(7)  # other initial weights: the checkpoint's replace them
+    longer = train_multi_task_dqn(longer_model, dqn_configs(total_env_steps=600,
+                                                            checkpoint_dir=folder), references)
+    assert longer.eval_steps == [200, 400, 600]
+    assert longer.selection_score[:2] == first.selection_score
+    for env_id, task in longer.tasks.items():
+        assert task.env_steps == 600 and task.eval_steps == [200, 400, 600]
+        assert task.eval_return_mean[:2] == first.tasks[env_id].eval_return_mean
+        assert task.episode_returns[:len(first.tasks[env_id].episode_returns)] == \
+            first.tasks[env_id].episode_returns
+    best = int(np.argmax(longer.selection_score))
+    assert longer.best_step == longer.eval_steps[best]
+
+    # A finished run given its own budget again trains nothing: the same history and weights.
+    again_model = student(8)
+    again = train_multi_task_dqn(again_model, dqn_configs(total_env_steps=600,
+                                                          checkpoint_dir=folder), references)
+    assert _without_wall_time(again) == _without_wall_time(longer)
+    for ours, theirs in zip(again_model.get_weights(), longer_model.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_multi_task_dqn_refuses_a_damaged_or_foreign_checkpoint(tmp_path):
+    folder = tmp_path / "ckpt"
+    train_dqn(task_model(student(9), "CartPole-v1"),
+              dqn_config(total_env_steps=200, checkpoint_dir=str(folder)))
+    with pytest.raises(ValueError, match="not a multi-task DQN checkpoint"):
+        train_multi_task_dqn(student(9), dqn_configs(checkpoint_dir=str(folder)))
+    (folder / "latest.json").write_text("{", "utf-8")
+    with pytest.raises(ValueError, match="corrupt latest.json"):
+        train_multi_task_dqn(student(9), dqn_configs(checkpoint_dir=str(folder)))

@@ -29,11 +29,19 @@ own :func:`~tfkd.rl.dqn.train_dqn` run on the same budget.
 One :class:`~tfkd.rl.dqn.DQNConfig` per task. The settings of the shared
 network, optimizer and schedule (:data:`SHARED_SETTINGS`) must agree across
 tasks; the others (:data:`TASK_SETTINGS`) may differ. Not supported here:
-checkpoints and resuming, callbacks, TensorBoard and ``target_return``.
+callbacks, TensorBoard and ``target_return``.
+
+With a ``checkpoint_dir``, every evaluation writes a checkpoint (the network,
+its target copy, the optimizer, the kept weights, each task's replay memory,
+random state and history), atomically, as :func:`~tfkd.rl.dqn.train_dqn`
+does; a run given a folder with a checkpoint resumes from it, each task's
+envs starting new episodes, and a larger budget continues a finished run.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -66,7 +74,7 @@ from tfkd.rl.seeding import derived_seed
 SHARED_SETTINGS = ("num_envs", "learning_rate", "max_grad_norm",
                    "learning_starts", "train_every", "gradient_steps", "target_update_every",
                    "target_update_tau", "eval_every", "eval_episodes", "keep_best", "seed",
-                   "progress")
+                   "checkpoint_dir", "progress")
 # ... and those each task has its own of (hidden_units is not used: the network is given).
 TASK_SETTINGS = ("env_id", "total_env_steps", "buffer_capacity", "batch_size", "gamma", "double_q",
                  "epsilon_initial", "epsilon_final", "epsilon_fraction")
@@ -172,8 +180,9 @@ def train_multi_task_dqn(network: keras.Model, configs: Sequence[DQNConfig],
     Raises:
         ValueError: the configs disagree on a shared setting or ask for
             something not supported here, their env ids are not the network's
-            tasks, or ``reference_returns`` does not give every task a finite
-            return.
+            tasks, ``reference_returns`` does not give every task a finite
+            return, or ``checkpoint_dir`` holds a checkpoint this run cannot
+            resume from (other settings, tasks or references; damaged).
         tfkd.rl.teacher_io.NonFiniteError: if the loss or the weights go NaN / inf.
     """
     configs = [configs] if isinstance(configs, DQNConfig) else list(configs)
@@ -207,7 +216,7 @@ def _check(network: keras.Model, configs: list[DQNConfig],
                          "optimizer and schedule for all tasks).")
     for config in configs:
         unsupported = [name for name, value in (
-            ("checkpoint_dir", config.checkpoint_dir), ("tensorboard_dir", config.tensorboard_dir),
+            ("tensorboard_dir", config.tensorboard_dir),
             ("callbacks", list(config.callbacks)), ("target_return", config.target_return))
             if value not in (None, [])]
         if config.n_step_update != 1:
@@ -228,15 +237,16 @@ class _Task:
     """One task of a run: its view of the network, env side, replay memory and history."""
 
     def __init__(self, index: int, config: DQNConfig, env, network: keras.Model,
-                 target_network: keras.Model):
+                 target_network: keras.Model, step: int = 0):
         self.config, self.env_id = config, config.env_id
         self.spec = env_spec(env, config.env_id)
         self.q_network = task_model(network, config.env_id)
         self.target_network = task_model(target_network, config.env_id)
         self.q_outputs = network_outputs(self.q_network, self.spec.num_actions)
         # Task 0 seeds as train_dqn does; the others get streams of their own.
+        # A run resumed at ``step`` starts new episodes from seeds of that step.
         self.rng = np.random.default_rng(config.seed if index == 0 else [config.seed, index])
-        reset_seed = derived_seed(config.seed, 0, *([index] if index else []))
+        reset_seed = derived_seed(config.seed, step, *([index] if index else []))
         self.replay = Replay(config.buffer_capacity, self.spec.observation_shape,
                              self.spec.observation_dtype, self.rng)
         self.seeds = evaluation.selection_seeds(config.seed, config.eval_episodes)
@@ -258,9 +268,14 @@ class _Run:
 
     def __init__(self, network, configs, envs, reference_returns):
         self.network, self.config = network, configs[0]  # configs[0]: the shared settings
+        self.configs = configs
         self.target_network = keras.models.clone_model(network)
         self.target_network.set_weights(network.get_weights())
-        self.tasks = [_Task(k, config, env, network, self.target_network)
+        checkpoint = (self.config.checkpoint_dir
+                      and files.latest_checkpoint(self.config.checkpoint_dir))
+        saved = _read_state(checkpoint) if checkpoint else None
+        self.tasks = [_Task(k, config, env, network, self.target_network,
+                            saved["step"] if saved else 0)
                       for k, (config, env) in enumerate(zip(configs, envs))]
         self.optimizer = keras.optimizers.Adam(self.config.learning_rate,
                                                global_clipnorm=self.config.max_grad_norm)
@@ -270,6 +285,11 @@ class _Run:
         if reference_returns is not None:
             self._set_references(reference_returns)
         self.step, self.last_checked, self.best_weights = 0, None, None
+        self.next_train, self.next_target = self.config.learning_starts, 0
+        self.next_eval = self.config.eval_every or None
+        self.wall_time_s = 0.0
+        if saved:
+            self._restore(checkpoint, saved)
 
     def _set_references(self, reference_returns: Mapping[str, float]) -> None:
         if not self.config.eval_episodes:
@@ -282,29 +302,28 @@ class _Run:
         self.history.random_returns = randoms
 
     def train(self) -> MultiTaskDQNHistory:
-        config, start = self.config, time.perf_counter()
-        next_train, next_target = config.learning_starts, 0
-        next_eval = config.eval_every or None
+        config = self.config
+        self.start = time.perf_counter() - self.wall_time_s
         budget = max(task.config.total_env_steps for task in self.tasks)
-        bar = tqdm(total=budget, desc=f"multi-task DQN ({len(self.tasks)} tasks)",
-                   disable=not config.progress)
+        bar = tqdm(total=budget, initial=min(self.step, budget),
+                   desc=f"multi-task DQN ({len(self.tasks)} tasks)", disable=not config.progress)
         try:
             while self.step < budget:
                 for task in self.tasks:
                     if task.env_steps < task.config.total_env_steps:
                         task.env_steps = task.explorer.step(task.env_steps)
                 self.step += config.num_envs
-                while self.step >= next_train:
-                    next_train += config.train_every
+                while self.step >= self.next_train:
+                    self.next_train += config.train_every
                     for _ in range(config.gradient_steps):
                         losses = self.update([task.sample() for task in self.tasks])
                         for task, loss in zip(self.tasks, losses.numpy()):
                             task.losses.add_loss(float(loss))
-                if self.step >= next_target:
-                    next_target += config.target_update_every
+                if self.step >= self.next_target:
+                    self.next_target += config.target_update_every
                     update_target(self.network, self.target_network, config.target_update_tau)
-                if next_eval is not None and self.step >= next_eval:
-                    next_eval += config.eval_every
+                if self.next_eval is not None and self.step >= self.next_eval:
+                    self.next_eval += config.eval_every
                     self._evaluate()
                 bar.update(config.num_envs)
                 self._show(bar)
@@ -314,18 +333,25 @@ class _Run:
                 self.network.set_weights(self.best_weights)
         finally:
             bar.close()
-        self.history.wall_time_s = time.perf_counter() - start
+        self.history.wall_time_s = time.perf_counter() - self.start
         for task in self.tasks:
             task.history.env_steps, task.history.wall_time_s = (
                 task.env_steps, self.history.wall_time_s)
         return self.history
 
     def _evaluate(self) -> None:
+        """Evaluates every task, keeps the best weights, writes a checkpoint."""
         teacher_io.check_finite(self.network.get_weights(),
                                 f"the multi-task network at env step {self.step}")
         self.last_checked = self.step
-        if not self.config.eval_episodes:
-            return
+        if self.config.eval_episodes:
+            self._select()
+        self.wall_time_s = time.perf_counter() - self.start
+        if self.config.checkpoint_dir:
+            self._save_checkpoint()
+
+    def _select(self) -> None:
+        """Plays each task's selection episodes; keeps the weights of the best score."""
         returns = []
         for task in self.tasks:
             stats = task.evaluate()
@@ -346,6 +372,72 @@ class _Run:
             for task, value in zip(self.tasks, returns):
                 task.history.best_return, task.history.best_step = float(value), self.step
 
+    # ------------------------------------------------------------- checkpoints
+
+    def _save_checkpoint(self) -> None:
+        history = self.history
+
+        def write(folder):
+            self.network.save_weights(os.path.join(folder, "network.weights.h5"))
+            self.target_network.save_weights(os.path.join(folder, "target_network.weights.h5"))
+            files.write_npz(os.path.join(folder, "optimizer.npz"),
+                            *[np.asarray(variable) for variable in self.optimizer.variables])
+            files.write_npz(os.path.join(folder, "best_weights.npz"), *(self.best_weights or []))
+            for k, task in enumerate(self.tasks):
+                task.replay.save(os.path.join(folder, f"replay-{k}.npz"))
+            files.write_json(os.path.join(folder, "state.json"), {
+                "format": CHECKPOINT_FORMAT, "step": self.step, "next_train": self.next_train,
+                "next_target": self.next_target, "next_eval": self.next_eval,
+                "has_best_weights": self.best_weights is not None,
+                "wall_time_s": self.wall_time_s,
+                "configs": [config.as_dict() for config in self.configs],
+                "tasks": [{"env_steps": task.env_steps, "rng": task.rng.bit_generator.state,
+                           "history": task.history.as_dict()} for task in self.tasks],
+                "eval_steps": history.eval_steps, "selection_score": history.selection_score,
+                "reference_returns": history.reference_returns,
+                "random_returns": history.random_returns, "best_score": history.best_score,
+                "best_step": history.best_step})
+
+        files.save_checkpoint(self.config.checkpoint_dir, f"ckpt-{self.step}", write, "ckpt-",
+                              step=self.step)
+
+    def _restore(self, folder: str, saved: dict) -> None:
+        history = self.history
+        try:
+            if len(saved["configs"]) != len(self.configs):
+                raise ValueError(f"it holds {len(saved['configs'])} tasks, this run "
+                                 f"{len(self.configs)}")
+            for config, theirs in zip(self.configs, saved["configs"]):
+                config.check_resumable(theirs)
+            if saved["reference_returns"] != history.reference_returns:
+                raise ValueError("it was written by a run with other reference_returns "
+                                 f"({saved['reference_returns']})")
+            self.network.load_weights(os.path.join(folder, "network.weights.h5"))
+            self.target_network.load_weights(os.path.join(folder, "target_network.weights.h5"))
+            values = files.read_array_list(os.path.join(folder, "optimizer.npz"))
+            if len(values) != len(self.optimizer.variables):
+                raise ValueError("its optimizer state does not fit this network")
+            for variable, value in zip(self.optimizer.variables, values):
+                variable.assign(value)
+            best = files.read_array_list(os.path.join(folder, "best_weights.npz"))
+            for k, (task, state) in enumerate(zip(self.tasks, saved["tasks"])):
+                task.replay.load(os.path.join(folder, f"replay-{k}.npz"))
+                task.rng.bit_generator.state = state["rng"]
+                task.env_steps = state["env_steps"]
+                task.history = history.tasks[task.env_id] = task.explorer.history = (
+                    DQNHistory.from_dict(state["history"]))
+            self.step = self.last_checked = saved["step"]
+            self.next_train, self.next_target = saved["next_train"], saved["next_target"]
+            self.next_eval, self.wall_time_s = saved["next_eval"], saved["wall_time_s"]
+            self.best_weights = best if saved["has_best_weights"] else None
+            history.eval_steps, history.selection_score = (saved["eval_steps"],
+                                                           saved["selection_score"])
+            history.random_returns = saved["random_returns"]
+            history.best_score, history.best_step = saved["best_score"], saved["best_step"]
+        except (OSError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"Cannot resume from checkpoint {folder!r}: {error}. Delete it or "
+                             "pass another checkpoint_dir.") from None
+
     def _show(self, bar) -> None:
         if all(task.history.episode_returns for task in self.tasks):
             recent = "/".join(f"{np.mean(task.history.episode_returns[-20:]):.0f}"
@@ -353,6 +445,23 @@ class _Run:
             best = self.history.best_score
             bar.set_postfix(eps=f"{self.tasks[0].explorer.explore.epsilon:.2f}", ret=recent,
                             best="-" if best is None else f"{best:.2f}")
+
+
+CHECKPOINT_FORMAT = "tfkd.rl.multi_task_dqn.checkpoint/1"
+
+
+def _read_state(folder: str) -> dict:
+    """A checkpoint's ``state.json``."""
+    try:
+        with open(os.path.join(folder, "state.json"), encoding="utf-8") as file:
+            saved = json.load(file)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"Cannot resume from checkpoint {folder!r}: {error}. Delete it or "
+                         "pass another checkpoint_dir.") from None
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"Cannot resume from checkpoint {folder!r}: it is not a multi-task "
+                         "DQN checkpoint. Delete it or pass another checkpoint_dir.")
+    return saved
 
 
 def _make_multi_task_update(network: keras.Model, tasks: Sequence[_Task], optimizer):
