@@ -38,7 +38,8 @@ Usage::
 
 Results: ``<out>/multitask/<part>/seed-<s>.json``, one per seed as it
 finishes (a seed saved with the same settings is reused unless ``--fresh``,
-so seeds can run side by side in separate processes), and
+so seeds can run side by side in separate processes; a killed multi-task
+seed resumes from its checkpoints in ``seed-<s>.checkpoints/``), and
 ``<out>/multitask/<part>.json``, every saved seed of these settings summed
 up; tables printed as Markdown.
 """
@@ -50,6 +51,7 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -202,10 +204,12 @@ def row(method: str, env_id: str, comparison, params: int, seconds: float) -> di
 
 
 def multitask_seed(teachers: dict, recipes: dict[str, DQNConfig], budget: Budget, seed: int,
-                   episodes: int, max_fraction: float) -> list[dict]:
+                   episodes: int, max_fraction: float, checkpoints: str) -> list[dict]:
     """The multi-task student of all envs and the multi-task DQN from scratch: two rows per env.
 
-    The student may have at most ``max_fraction`` of the teachers' combined parameters.
+    The student may have at most ``max_fraction`` of the teachers' combined
+    parameters. Both runs checkpoint under ``checkpoints`` (``student/``,
+    ``scratch/``) and resume from there, so a killed seed goes on where it was.
     """
     specs = {env_id: env_spec(make_env(env_id), env_id) for env_id in teachers}
     tasks = {env_id: (spec.observation_shape, spec.num_actions) for env_id, spec in specs.items()}
@@ -221,9 +225,11 @@ def multitask_seed(teachers: dict, recipes: dict[str, DQNConfig], budget: Budget
     if count_params(student) > max_fraction * combined:
         sys.exit(f"error: the multi-task student has {count_params(student):,} parameters, "
                  f"more than {max_fraction:g} of the teachers' {combined:,}.")
-    start = time.perf_counter()
-    distill_multi_task(list(teachers.values()), student, config(budget, tuple(teachers), seed))
-    student_seconds = time.perf_counter() - start
+    student_config = dataclasses.replace(config(budget, tuple(teachers), seed),
+                                         checkpoint_dir=os.path.join(checkpoints, "student"))
+    distilled = distill_multi_task(list(teachers.values()), student, student_config)
+    # Training time over every resumed part of the run.
+    student_seconds = next(iter(distilled.tasks.values())).wall_time_s[-1]
 
     # Selected like the student: on the mean normalised score against the
     # teachers on the same selection episodes.
@@ -231,9 +237,11 @@ def multitask_seed(teachers: dict, recipes: dict[str, DQNConfig], budget: Budget
     selection = selection_seeds(seed, budget.eval_episodes)
     references = {env_id: evaluate_policy(env_id, teacher, selection).mean
                   for env_id, teacher in teachers.items()}
-    start = time.perf_counter()
-    history = train_multi_task_dqn(scratch, scratch_configs(recipes, budget, seed), references)
-    scratch_seconds = time.perf_counter() - start
+    scratch_dir = os.path.join(checkpoints, "scratch")
+    history = train_multi_task_dqn(scratch, [dataclasses.replace(c, checkpoint_dir=scratch_dir)
+                                             for c in scratch_configs(recipes, budget, seed)],
+                                   references)
+    scratch_seconds = history.wall_time_s
 
     held_out = held_out_seeds(seed, episodes)
     rows = []
@@ -365,8 +373,8 @@ def run_part(part: str, args) -> dict:
         teacher_names = {env_id: _folder(env_id, setup) for env_id, setup in env_setups.items()}
         recipes = {env_id: setup.teacher_dqn for env_id, setup in env_setups.items()}
         extra_settings = scratch_settings(recipes, budget)
-        run = lambda seed: multitask_seed(  # noqa: E731
-            teachers, recipes, budget, seed, args.episodes, max_fraction=0.1)
+        run = lambda seed, checkpoints: multitask_seed(  # noqa: E731
+            teachers, recipes, budget, seed, args.episodes, 0.1, checkpoints)
     elif part == "minatar":
         loaded = minatar_teachers(MINATAR_GAMES[:2] if args.smoke else MINATAR_GAMES, args)
         teachers = {env_id: teacher for env_id, (teacher, _) in loaded.items()}
@@ -375,8 +383,8 @@ def run_part(part: str, args) -> dict:
                                   "best_return": description["best_return"]}
                          for env_id, (teacher, description) in loaded.items()}
         extra_settings = scratch_settings(recipes, budget)
-        run = lambda seed: multitask_seed(  # noqa: E731
-            teachers, recipes, budget, seed, args.episodes, max_fraction=0.25)
+        run = lambda seed, checkpoints: multitask_seed(  # noqa: E731
+            teachers, recipes, budget, seed, args.episodes, 0.25, checkpoints)
     else:
         env_id = "CartPole-v1" if args.smoke else "LunarLander-v3"
         setup = env_setups[env_id]
@@ -388,16 +396,26 @@ def run_part(part: str, args) -> dict:
             folder = _folder(env_id, setup) + ("" if teacher_seed == 0 else f"-seed{teacher_seed}")
             teachers[name] = (teacher_for(env_id, setup_k, args.out, folder)[0], env_id)
             teacher_names[name] = folder
-        run = lambda seed: multiteacher_seed(teachers, budget, seed, args.episodes)  # noqa: E731
+        run = lambda seed, _: multiteacher_seed(teachers, budget, seed, args.episodes)  # noqa: E731
     settings = strict_json({"budget": dataclasses.asdict(budget), "episodes": args.episodes,
                             "teachers": teacher_names,
                             **extra_settings})
     folder = os.path.join(args.out, "multitask", part)
     for seed in args.seeds:
         seed_path = os.path.join(folder, f"seed-{seed}.json")
+        checkpoints = os.path.join(folder, f"seed-{seed}.checkpoints")
         if args.fresh or _saved_rows(seed_path, settings) is None:
+            if args.fresh:
+                shutil.rmtree(checkpoints, ignore_errors=True)
             print(f"{part} seed {seed}:", flush=True)
-            write_json(seed_path, {"format": FORMAT, "settings": settings, "rows": run(seed)})
+            try:
+                rows = run(seed, checkpoints)
+            except ValueError as error:  # a checkpoint of other settings: say what to do
+                if not str(error).startswith("Cannot resume"):
+                    raise
+                sys.exit(f"error: {error} (--fresh starts every seed anew)")
+            write_json(seed_path, {"format": FORMAT, "settings": settings, "rows": rows})
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the seed is saved
     per_seed = [rows for rows in (_saved_rows(path, settings) for path in
                                   glob.glob(os.path.join(folder, "seed-*.json"))) if rows]
     per_seed.sort(key=lambda rows: rows[0]["seed"])

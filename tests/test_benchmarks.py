@@ -98,6 +98,7 @@ def test_multitask_smoke(tmp_path):
     assert len(multitask["settings"]["scratch_dqn"]) == 2
     assert "| Acrobot-v1 | multi-task DQN from scratch |" in stdout
     # MinAtar: the committed CNN teachers of two games, one CNN student
+    assert not list((out / "multitask" / "multitask").glob("*.checkpoints"))  # seed 0 saved
     minatar = _strict_load(out / "multitask" / "minatar.json")
     games = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1")
     assert [(e["method"], e["env"]) for e in minatar["summary"]] == [
@@ -116,6 +117,13 @@ def test_multitask_smoke(tmp_path):
                            "--out", out, cwd=tmp_path)
     assert "multiteacher seed 1:" in stdout and "multiteacher seed 0:" not in stdout
     assert _strict_load(out / "multitask" / "multiteacher.json")["seeds"] == [0, 1]
+    # a seed's checkpoint that cannot be resumed is a one-line error that says what to do
+    damaged = out / "multitask" / "multitask" / "seed-1.checkpoints" / "student"
+    damaged.mkdir(parents=True)
+    (damaged / "latest.json").write_text("{", "utf-8")
+    error = run_benchmark("multitask.py", "--smoke", "--part", "multitask", "--seeds", "1",
+                          "--out", out, cwd=tmp_path, expect_error=True)
+    assert error.startswith("error: Cannot resume from") and error.endswith("anew)")
     # a damaged seed file is a one-line error naming it, and the other seed's file is kept
     (out / "multitask" / "multiteacher" / "seed-1.json").write_text('{"format": ', "utf-8")
     error = run_benchmark("multitask.py", "--smoke", "--part", "multiteacher", "--seeds", "0",
