@@ -266,6 +266,18 @@ def test_recipe_flags_reach_the_dqn_settings():
     assert (tuned.learning_rate, tuned.eval_every) == (2.5e-4, 10_000)
     assert tuned.epsilon(50_000) == pytest.approx(0.51)
     assert tuned.epsilon(100_000) == pytest.approx(0.02)
+    assert (default.buffer_capacity, default.learning_starts, default.train_every,
+            default.gradient_steps, default.target_update_every) == (50_000, 1_000, 16, 8, 500)
+    replay = _dqn_config(parser.parse_args(argv + [
+        "--buffer", "100000", "--learning-starts", "5000", "--train-every", "4",
+        "--gradient-steps", "1", "--target-update-every", "1000", "--epsilon-final", "0.05",
+        "--epsilon-steps", "100000"]))
+    assert (replay.buffer_capacity, replay.learning_starts, replay.train_every,
+            replay.gradient_steps, replay.target_update_every) == (100_000, 5_000, 4, 1, 1_000)
+    assert replay.epsilon(50_000) == pytest.approx(0.525)
+    assert replay.epsilon(200_000) == pytest.approx(0.05)
+    with pytest.raises(cli.CliError, match="leaves no training"):
+        _dqn_config(parser.parse_args(argv[:-1] + ["1000", "--learning-starts", "1000"]))
 
 
 def test_selection_and_report_episodes_are_told_apart():
@@ -280,6 +292,8 @@ def test_selection_and_report_episodes_are_told_apart():
     (["distill", "--teacher", "x", "--target-return", "nan"], "--target-return"),
     (["distill", "--teacher", "x", "--temperature", "inf"], "--temperature"),
     (["train-teacher", "--hidden", "0"], "--hidden"),
+    (["train-teacher", "--epsilon-final", "1.5"], "--epsilon-final"),
+    (["kickstart", "--teacher", "x", "--buffer", "0"], "--buffer"),
 ])
 def test_bad_values_are_one_line_errors(argv, message):
     run = run_tfkd(*argv, timeout=60)

@@ -147,7 +147,7 @@ def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
         env=args.env, backend="tf-agents", steps=args.teacher_steps, hidden=None,
         target_return=args.teacher_target_return, checkpoint_dir=None, tensorboard=None, csv=None,
         select_episodes=TEACHER_SELECT_EPISODES, seed=args.seed, quiet=args.quiet,
-        learning_rate=None, epsilon_steps=None, eval_every=None)
+        **dict.fromkeys(DQN_RECIPE_FLAGS))
     distill_args = argparse.Namespace(
         **vars(args), mode="student", student_hidden=None, loss="soft_target_kl",
         temperature=1.0, target_return=args.student_target_return, checkpoint_dir=None, csv=None,
@@ -239,26 +239,37 @@ def _train_teacher(args: argparse.Namespace, spec, folder: str | None):
     return trained.teacher
 
 
+# The recipe flags of train-teacher and kickstart (None: the recipe's own value).
+DQN_RECIPE_FLAGS = ("learning_rate", "epsilon_steps", "epsilon_final", "eval_every", "buffer",
+                    "learning_starts", "train_every", "gradient_steps", "target_update_every")
+
+
 def _dqn_config(args: argparse.Namespace) -> DQNConfig:
     """The DQN settings of ``train-teacher``: a double DQN that solves CartPole-v1.
 
-    Adam 1e-3, batch 128, 8 gradient steps every 16 env steps, a hard target
-    update every 500 env steps, ε from 1 to 0.02 over the first 10k env steps
-    (or half of a shorter run), evaluations every 2,500 env steps. The learning
-    rate, ε's decay and the evaluations' spacing follow ``--learning-rate``,
-    ``--epsilon-steps`` and ``--eval-every`` where given.
+    Adam 1e-3, batch 128, 8 gradient steps every 16 env steps after 1,000
+    env steps of random play, a replay memory of 50,000 transitions, a hard
+    target update every 500 env steps, ε from 1 to 0.02 over the first 10k
+    env steps (or half of a shorter run), evaluations every 2,500 env steps.
+    Each of these follows its flag (:data:`DQN_RECIPE_FLAGS`) where given.
     """
     atari = is_atari(args.env)
     steps = args.steps
-    learning_starts = min(1_000, max(steps // 2, 64))
+    learning_starts = args.learning_starts or min(1_000, max(steps // 2, 64))
+    if args.learning_starts and learning_starts >= steps:
+        raise CliError(f"--learning-starts {learning_starts} leaves no training in "
+                       f"--steps {steps}.")
     epsilon_fraction = (min(1.0, args.epsilon_steps / steps) if args.epsilon_steps
                         else min(0.5, 10_000 / steps))
     config = DQNConfig(
         env_id=args.env, total_env_steps=steps, learning_starts=learning_starts,
         hidden_units=args.hidden or _teacher_hidden_units(args.env),
-        buffer_capacity=20_000 if atari else 50_000,  # 84x84x4 frames, stored twice: ~1.1 GB
+        # Atari: 84x84x4 frames, stored twice: ~1.1 GB
+        buffer_capacity=args.buffer or (20_000 if atari else 50_000),
         batch_size=128, learning_rate=args.learning_rate or (1e-4 if atari else 1e-3),
-        train_every=16, gradient_steps=8, target_update_every=500, epsilon_final=0.02,
+        train_every=args.train_every or 16, gradient_steps=args.gradient_steps or 8,
+        target_update_every=args.target_update_every or 500,
+        epsilon_final=0.02 if args.epsilon_final is None else args.epsilon_final,
         epsilon_fraction=epsilon_fraction,
         eval_every=min(args.eval_every or 2_500, steps), eval_episodes=args.select_episodes,
         target_return=args.target_return, seed=args.seed, progress=not args.quiet,

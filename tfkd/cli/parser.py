@@ -81,6 +81,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """A number in [0, 1]."""
+    value = finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def hidden_units(text: str) -> tuple[int, ...]:
     """Comma-separated positive layer sizes, e.g. ``64,64``."""
     try:
@@ -384,11 +392,25 @@ def _add_dqn_recipe(sub) -> None:
     sub.add_argument("--learning-rate", type=positive_float, default=None,
                      help="Adam's learning rate (default: 1e-3; Atari 1e-4)")
     sub.add_argument("--epsilon-steps", type=positive_int, default=None,
-                     help="env steps over which ε decays linearly from 1 to 0.02 (default: "
-                          "10,000, or half of a shorter run)")
+                     help="env steps over which ε decays linearly from 1 to --epsilon-final "
+                          "(default: 10,000, or half of a shorter run)")
+    sub.add_argument("--epsilon-final", type=probability, default=None,
+                     help="ε after its decay (default: 0.02)")
     sub.add_argument("--eval-every", type=positive_int, default=None,
                      help="env steps between greedy evaluations on the selection episodes "
                           "(default: 2,500)")
+    sub.add_argument("--buffer", type=positive_int, default=None,
+                     help="replay memory size in transitions (default: 50,000; Atari 20,000)")
+    sub.add_argument("--learning-starts", type=positive_int, default=None,
+                     help="env steps of random play before the first update (default: 1,000, "
+                          "or half of a shorter run)")
+    sub.add_argument("--train-every", type=positive_int, default=None,
+                     help="env steps between rounds of updates (default: 16)")
+    sub.add_argument("--gradient-steps", type=positive_int, default=None,
+                     help="updates per round, each on a minibatch of 128 (default: 8)")
+    sub.add_argument("--target-update-every", type=positive_int, default=None,
+                     help="env steps between copies of the Q-network to its target "
+                          "(default: 500)")
 
 
 def _add_checkpoint_and_tensorboard(sub, what: str) -> None:
