@@ -38,8 +38,9 @@ Usage::
 
 Results: ``<out>/multitask/<part>/seed-<s>.json``, one per seed as it
 finishes (a seed saved with the same settings is reused unless ``--fresh``,
-so seeds can run side by side in separate processes; a killed multi-task
-seed resumes from its checkpoints in ``seed-<s>.checkpoints/``), and
+so seeds can run side by side in separate processes, each seed in one
+process at a time; a killed multi-task seed resumes from its checkpoints in
+``seed-<s>.checkpoints/``), and
 ``<out>/multitask/<part>.json``, every saved seed of these settings summed
 up; tables printed as Markdown.
 """
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import glob
 import json
 import os
@@ -402,20 +404,7 @@ def run_part(part: str, args) -> dict:
                             **extra_settings})
     folder = os.path.join(args.out, "multitask", part)
     for seed in args.seeds:
-        seed_path = os.path.join(folder, f"seed-{seed}.json")
-        checkpoints = os.path.join(folder, f"seed-{seed}.checkpoints")
-        if args.fresh or _saved_rows(seed_path, settings) is None:
-            if args.fresh:
-                shutil.rmtree(checkpoints, ignore_errors=True)
-            print(f"{part} seed {seed}:", flush=True)
-            try:
-                rows = run(seed, checkpoints)
-            except ValueError as error:  # a checkpoint of other settings: say what to do
-                if not str(error).startswith("Cannot resume"):
-                    raise
-                sys.exit(f"error: {error} (--fresh starts every seed anew)")
-            write_json(seed_path, {"format": FORMAT, "settings": settings, "rows": rows})
-            shutil.rmtree(checkpoints, ignore_errors=True)  # the seed is saved
+        _run_seed(part, seed, folder, settings, run, args.fresh)
     per_seed = [rows for rows in (_saved_rows(path, settings) for path in
                                   glob.glob(os.path.join(folder, "seed-*.json"))) if rows]
     per_seed.sort(key=lambda rows: rows[0]["seed"])
@@ -425,6 +414,33 @@ def run_part(part: str, args) -> dict:
     write_json(os.path.join(args.out, "multitask", f"{part}.json"), result)
     print(f"\n{part}, seeds {', '.join(map(str, result['seeds']))}:\n{table(result['summary'])}")
     return result
+
+
+def _run_seed(part: str, seed: int, folder: str, settings: dict, run, fresh: bool) -> None:
+    """Runs ``run(seed, checkpoints)`` and saves its rows, unless they are saved with
+    ``settings`` (and not ``fresh``); one process at a time per seed (a lock file)."""
+    os.makedirs(folder, exist_ok=True)
+    seed_path = os.path.join(folder, f"seed-{seed}.json")
+    checkpoints = os.path.join(folder, f"seed-{seed}.checkpoints")
+    with open(os.path.join(folder, f"seed-{seed}.lock"), "a", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.exit(f"error: {part} seed {seed} is running in another process (its lock "
+                     f"{lock.name} is held); wait for it or run other --seeds.")
+        if not fresh and _saved_rows(seed_path, settings) is not None:
+            return
+        if fresh:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        print(f"{part} seed {seed}:", flush=True)
+        try:
+            rows = run(seed, checkpoints)
+        except ValueError as error:  # a checkpoint of other settings: say what to do
+            if not str(error).startswith("Cannot resume"):
+                raise
+            sys.exit(f"error: {error} (--fresh starts every seed anew)")
+        write_json(seed_path, {"format": FORMAT, "settings": settings, "rows": rows})
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the seed is saved
 
 
 def _saved_rows(path: str, settings: dict) -> list[dict] | None:

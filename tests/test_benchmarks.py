@@ -1,5 +1,6 @@
 """Each benchmark script, run as a user runs it with ``--smoke`` (tiny sizes, seconds)."""
 
+import fcntl
 import json
 import os
 import pathlib
@@ -124,6 +125,12 @@ def test_multitask_smoke(tmp_path):
     error = run_benchmark("multitask.py", "--smoke", "--part", "multitask", "--seeds", "1",
                           "--out", out, cwd=tmp_path, expect_error=True)
     assert error.startswith("error: Cannot resume from") and error.endswith("anew)")
+    # a seed that another process is running is refused, not run twice into the same files
+    with open(out / "multitask" / "multiteacher" / "seed-1.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        error = run_benchmark("multitask.py", "--smoke", "--part", "multiteacher", "--seeds",
+                              "1", "--fresh", "--out", out, cwd=tmp_path, expect_error=True)
+    assert error.startswith("error: multiteacher seed 1 is running in another process")
     # a damaged seed file is a one-line error naming it, and the other seed's file is kept
     (out / "multitask" / "multiteacher" / "seed-1.json").write_text('{"format": ', "utf-8")
     error = run_benchmark("multitask.py", "--smoke", "--part", "multiteacher", "--seeds", "0",
