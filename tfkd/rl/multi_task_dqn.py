@@ -78,6 +78,7 @@ SHARED_SETTINGS = ("num_envs", "learning_rate", "max_grad_norm",
 # ... and those each task has its own of (hidden_units is not used: the network is given).
 TASK_SETTINGS = ("env_id", "total_env_steps", "buffer_capacity", "batch_size", "gamma", "double_q",
                  "epsilon_initial", "epsilon_final", "epsilon_fraction")
+CHECKPOINT_FORMAT = "tfkd.rl.multi_task_dqn.checkpoint/1"
 
 
 @dataclass
@@ -445,9 +446,6 @@ class _Run:
             best = self.history.best_score
             bar.set_postfix(eps=f"{self.tasks[0].explorer.explore.epsilon:.2f}", ret=recent,
                             best="-" if best is None else f"{best:.2f}")
-
-
-CHECKPOINT_FORMAT = "tfkd.rl.multi_task_dqn.checkpoint/1"
 
 
 def _read_state(folder: str) -> dict:
