@@ -109,6 +109,10 @@ class Budget:
 
     ``env_steps`` is the env steps of every task, or ``{env_id: steps}``;
     the multi-task DQN from scratch gets the same budget per task.
+    ``scratch_recipes`` names the tasks whose teacher recipe's shared
+    settings (update cadence, learning rate, ...) each train one multi-task
+    DQN from scratch, a row each: a cadence that suits one game may fail
+    another. Empty: one, with the recipe of the teacher trained longest.
     """
 
     env_steps: int | dict[str, int] = 50_000
@@ -122,6 +126,7 @@ class Budget:
     adapter_units: int = 64  # vector tasks
     adapter_channels: int = 16  # frame tasks
     conv_filters: int = 16  # frame tasks
+    scratch_recipes: tuple[str, ...] = ()
 
 
 # CartPole-v1 and Acrobot-v1 on 5,000 env steps (what benchmarks/rl.py gives a
@@ -166,21 +171,23 @@ def config(budget: Budget, env_id, seed: int) -> DistillConfig:
         eval_episodes=budget.eval_episodes, keep_best=True, seed=seed, progress=False)
 
 
-def scratch_configs(recipes: dict[str, DQNConfig], budget: Budget,
-                    seed: int) -> list[DQNConfig]:
+def scratch_configs(recipes: dict[str, DQNConfig], budget: Budget, seed: int,
+                    source: str | None = None) -> list[DQNConfig]:
     """The multi-task DQN's settings: each env's teacher recipe on the students' budget.
 
     One network, optimizer and update schedule serve every task, so the
     shared settings (``SHARED_SETTINGS``: learning rate, gradient clipping,
     envs per task, learning starts, update and target-update cadence) come
-    from the recipe of the teacher trained longest: LunarLander-v3's, which
-    Acrobot's shares. Each task keeps its recipe's batch size, replay size,
-    discount and ε schedule. Budget, evaluations and selection are the
-    students': each task's env steps of ``budget``, an evaluation on
+    from one recipe: ``source``'s, or (None) that of the teacher trained
+    longest (classic control: LunarLander-v3's, which Acrobot's shares).
+    Each task keeps its recipe's batch size, replay size, discount and ε
+    schedule. Budget, evaluations and selection are the students': each
+    task's env steps of ``budget``, an evaluation on
     ``budget.eval_episodes`` selection episodes every ``steps_per_round``.
     """
     longest = max(recipes.values(), key=lambda recipe: recipe.total_env_steps)
-    shared = {name: getattr(longest, name) for name in SHARED_SETTINGS}
+    shared = {name: getattr(recipes[source] if source else longest, name)
+              for name in SHARED_SETTINGS}
     shared.update(eval_every=budget.steps_per_round, eval_episodes=budget.eval_episodes,
                   keep_best=True, seed=seed, progress=False)
     return [dataclasses.replace(recipe, hidden_units=budget.trunk_units,
@@ -188,10 +195,28 @@ def scratch_configs(recipes: dict[str, DQNConfig], budget: Budget,
             for env_id, recipe in recipes.items()]
 
 
+def scratch_runs(recipes: dict[str, DQNConfig], budget: Budget) -> dict[str, str | None]:
+    """``{method name: source}``: the multi-task DQNs from scratch (``Budget.scratch_recipes``)."""
+    if not budget.scratch_recipes:
+        return {"multi-task DQN from scratch": None}
+    unknown = [env_id for env_id in budget.scratch_recipes if env_id not in recipes]
+    if unknown:
+        sys.exit(f"error: scratch_recipes names {', '.join(unknown)}, not a task here.")
+    return {f"multi-task DQN from scratch ({_game(env_id)} recipe)": env_id
+            for env_id in budget.scratch_recipes}
+
+
+def _game(env_id: str) -> str:
+    """``"MinAtar/Freeway-v1"`` → ``"Freeway"``."""
+    return env_id.split("/")[-1].rsplit("-v", 1)[0]
+
+
 def scratch_settings(recipes: dict[str, DQNConfig], budget: Budget) -> dict:
-    """The multi-task DQN's settings as the results file records them (any seed)."""
-    return {"scratch_dqn": [{key: value for key, value in c.as_dict().items() if key != "seed"}
-                            for c in scratch_configs(recipes, budget, 0)]}
+    """The multi-task DQNs' settings as the results file records them (any seed)."""
+    return {"scratch_dqn": {
+        method: [{key: value for key, value in c.as_dict().items() if key != "seed"}
+                 for c in scratch_configs(recipes, budget, 0, source)]
+        for method, source in scratch_runs(recipes, budget).items()}}
 
 
 def row(method: str, env_id: str, comparison, params: int, seconds: float) -> dict:
@@ -207,11 +232,13 @@ def row(method: str, env_id: str, comparison, params: int, seconds: float) -> di
 
 def multitask_seed(teachers: dict, recipes: dict[str, DQNConfig], budget: Budget, seed: int,
                    episodes: int, max_fraction: float, checkpoints: str) -> list[dict]:
-    """The multi-task student of all envs and the multi-task DQN from scratch: two rows per env.
+    """The multi-task student of all envs and the multi-task DQNs from scratch
+    (:func:`scratch_runs`): a row per env and network.
 
     The student may have at most ``max_fraction`` of the teachers' combined
-    parameters. Both runs checkpoint under ``checkpoints`` (``student/``,
-    ``scratch/``) and resume from there, so a killed seed goes on where it was.
+    parameters. Every run checkpoints under ``checkpoints`` (``student/``,
+    ``scratch/`` or ``scratch-<game>/``) and resumes from there, so a killed
+    seed goes on where it was.
     """
     specs = {env_id: env_spec(make_env(env_id), env_id) for env_id in teachers}
     tasks = {env_id: (spec.observation_shape, spec.num_actions) for env_id, spec in specs.items()}
@@ -235,25 +262,26 @@ def multitask_seed(teachers: dict, recipes: dict[str, DQNConfig], budget: Budget
 
     # Selected like the student: on the mean normalised score against the
     # teachers on the same selection episodes.
-    scratch = network()
     selection = selection_seeds(seed, budget.eval_episodes)
     references = {env_id: evaluate_policy(env_id, teacher, selection).mean
                   for env_id, teacher in teachers.items()}
-    scratch_dir = os.path.join(checkpoints, "scratch")
-    history = train_multi_task_dqn(scratch, [dataclasses.replace(c, checkpoint_dir=scratch_dir)
-                                             for c in scratch_configs(recipes, budget, seed)],
-                                   references)
-    scratch_seconds = history.wall_time_s
+    networks = [("multi-task student", student, student_seconds, None)]
+    for method, source in scratch_runs(recipes, budget).items():
+        scratch = network()
+        folder = os.path.join(checkpoints, f"scratch-{_game(source)}" if source else "scratch")
+        history = train_multi_task_dqn(scratch, [
+            dataclasses.replace(c, checkpoint_dir=folder)
+            for c in scratch_configs(recipes, budget, seed, source)], references)
+        networks.append((method, scratch, history.wall_time_s, history))
 
     held_out = held_out_seeds(seed, episodes)
     rows = []
     for env_id, teacher in teachers.items():
         teacher_return = evaluate_policy(env_id, teacher, held_out)
         random_return = evaluate_policy(env_id, random_policy(specs[env_id].num_actions), held_out)
-        for method, model, seconds, extra in (
-                ("multi-task student", student, student_seconds, {}),
-                ("multi-task DQN from scratch", scratch, scratch_seconds,
-                 {"env_steps": history.tasks[env_id].env_steps, "kept_step": history.best_step})):
+        for method, model, seconds, history in networks:
+            extra = {} if history is None else {"env_steps": history.tasks[env_id].env_steps,
+                                                "kept_step": history.best_step}
             comparison = compare_policies(env_id, teacher, task_model(model, env_id), held_out,
                                           teacher_return=teacher_return,
                                           random_return=random_return)
@@ -379,6 +407,8 @@ def run_part(part: str, args) -> dict:
             teachers, recipes, budget, seed, args.episodes, 0.1, checkpoints)
     elif part == "minatar":
         loaded = minatar_teachers(MINATAR_GAMES[:2] if args.smoke else MINATAR_GAMES, args)
+        if args.smoke:  # a DQN from scratch of each game's recipe: the path --part minatar can take
+            budget = dataclasses.replace(budget, scratch_recipes=tuple(loaded))
         teachers = {env_id: teacher for env_id, (teacher, _) in loaded.items()}
         recipes = {env_id: recipe(description) for env_id, (_, description) in loaded.items()}
         teacher_names = {env_id: {"params": count_params(teacher),

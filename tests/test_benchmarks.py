@@ -96,14 +96,18 @@ def test_multitask_smoke(tmp_path):
         assert row["random_return"] is not None and row["teacher_return"] is not None
         if row["method"] == "multi-task DQN from scratch":
             assert row["env_steps"] == 200  # the students' budget per env (SMOKE_BUDGET)
-    assert len(multitask["settings"]["scratch_dqn"]) == 2
+    assert list(multitask["settings"]["scratch_dqn"]) == ["multi-task DQN from scratch"]
+    assert len(multitask["settings"]["scratch_dqn"]["multi-task DQN from scratch"]) == 2
     assert "| Acrobot-v1 | multi-task DQN from scratch |" in stdout
     # MinAtar: the committed CNN teachers of two games, one CNN student
     assert not list((out / "multitask" / "multitask").glob("*.checkpoints"))  # seed 0 saved
     minatar = _strict_load(out / "multitask" / "minatar.json")
     games = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1")
+    scratch = [f"multi-task DQN from scratch ({game} recipe)" for game in ("Breakout",
+                                                                          "SpaceInvaders")]
     assert [(e["method"], e["env"]) for e in minatar["summary"]] == [
-        (method, game) for game in games for method in methods]
+        (method, game) for game in games for method in ("multi-task student", *scratch)]
+    assert list(minatar["settings"]["scratch_dqn"]) == scratch
     teacher_params = {e["env"]: e["teacher_params"] for e in minatar["summary"]}
     params = {e["params"] for e in minatar["summary"]}
     assert len(params) == 1 and params.pop() * 4 <= sum(teacher_params.values())
