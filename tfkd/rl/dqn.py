@@ -556,13 +556,30 @@ def update_target(q_network, target_network, tau):
                                     in zip(q_network.get_weights(), target_network.get_weights())])
 
 
+def save_optimizer(path: str, optimizer: keras.optimizers.Optimizer) -> None:
+    """Writes the optimizer's variables (step count, moments) to an ``.npz`` file."""
+    files.write_npz(path, *[np.asarray(variable) for variable in optimizer.variables])
+
+
+def restore_optimizer(path: str, optimizer: keras.optimizers.Optimizer) -> None:
+    """Loads :func:`save_optimizer`'s file into a built optimizer.
+
+    Raises:
+        ValueError: if it holds another number of variables (another network).
+    """
+    values = files.read_array_list(path)
+    if len(values) != len(optimizer.variables):
+        raise ValueError("its optimizer state does not fit this network")
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)
+
+
 def _save_checkpoint(config, state, q_network, target_network, optimizer, replay, rng,
                      distillation=None):
     def write(folder):
         q_network.save_weights(os.path.join(folder, "q_network.weights.h5"))
         target_network.save_weights(os.path.join(folder, "target_network.weights.h5"))
-        np.savez(os.path.join(folder, "optimizer.npz"),
-                 *[np.asarray(variable) for variable in optimizer.variables])
+        save_optimizer(os.path.join(folder, "optimizer.npz"), optimizer)
         np.savez(os.path.join(folder, "best_weights.npz"), *(state.best_weights or []))
         replay.save(os.path.join(folder, "replay.npz"))
         files.write_json(os.path.join(folder, "state.json"), {
@@ -590,11 +607,7 @@ def _restore(folder, config, q_network, target_network, optimizer, replay, rng,
                              f"({saved.get('kickstart')} here: {ours})")
         q_network.load_weights(os.path.join(folder, "q_network.weights.h5"))
         target_network.load_weights(os.path.join(folder, "target_network.weights.h5"))
-        values = files.read_array_list(os.path.join(folder, "optimizer.npz"))
-        if len(values) != len(optimizer.variables):
-            raise ValueError("its optimizer state does not fit this network")
-        for variable, value in zip(optimizer.variables, values):
-            variable.assign(value)
+        restore_optimizer(os.path.join(folder, "optimizer.npz"), optimizer)
         best = files.read_array_list(os.path.join(folder, "best_weights.npz"))
         replay.load(os.path.join(folder, "replay.npz"))
         rng.bit_generator.state = saved["rng"]

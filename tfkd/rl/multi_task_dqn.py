@@ -62,6 +62,8 @@ from tfkd.rl.dqn import (
     TrainingReporter,
     batch_signature,
     network_td_targets,
+    restore_optimizer,
+    save_optimizer,
     td_loss,
     update_target,
 )
@@ -381,8 +383,7 @@ class _Run:
         def write(folder):
             self.network.save_weights(os.path.join(folder, "network.weights.h5"))
             self.target_network.save_weights(os.path.join(folder, "target_network.weights.h5"))
-            files.write_npz(os.path.join(folder, "optimizer.npz"),
-                            *[np.asarray(variable) for variable in self.optimizer.variables])
+            save_optimizer(os.path.join(folder, "optimizer.npz"), self.optimizer)
             files.write_npz(os.path.join(folder, "best_weights.npz"), *(self.best_weights or []))
             for k, task in enumerate(self.tasks):
                 task.replay.save(os.path.join(folder, f"replay-{k}.npz"))
@@ -415,11 +416,7 @@ class _Run:
                                  f"({saved['reference_returns']})")
             self.network.load_weights(os.path.join(folder, "network.weights.h5"))
             self.target_network.load_weights(os.path.join(folder, "target_network.weights.h5"))
-            values = files.read_array_list(os.path.join(folder, "optimizer.npz"))
-            if len(values) != len(self.optimizer.variables):
-                raise ValueError("its optimizer state does not fit this network")
-            for variable, value in zip(self.optimizer.variables, values):
-                variable.assign(value)
+            restore_optimizer(os.path.join(folder, "optimizer.npz"), self.optimizer)
             best = files.read_array_list(os.path.join(folder, "best_weights.npz"))
             for k, (task, state) in enumerate(zip(self.tasks, saved["tasks"])):
                 task.replay.load(os.path.join(folder, f"replay-{k}.npz"))
