@@ -155,9 +155,7 @@ def weak_teacher_for(env_id: str, setup: Setup, out: str):
         print(f"weak teacher: stopped at env step {history.env_steps}, best selection return "
               f"{history.best_return:.1f}", flush=True)
     teacher, description = load_dqn_teacher(folder)
-    saved = {k: v for k, v in description["config"].items() if k != "progress"}
-    wanted = {k: v for k, v in config.as_dict().items() if k != "progress"}
-    if saved != wanted:
+    if rl.changed_settings(description, config):
         sys.exit(f"error: the cached weak teacher {folder} was trained with other settings; "
                  "delete it to retrain.")
     return teacher, description

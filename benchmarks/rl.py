@@ -66,7 +66,7 @@ from tfkd.rl import (  # noqa: E402
     seed_everything,
 )
 from tfkd.rl.dqn import DQNConfig, load_dqn_teacher, train_dqn  # noqa: E402
-from tfkd.rl.teacher_io import save_keras_model  # noqa: E402
+from tfkd.rl.teacher_io import LOCAL_SETTINGS, save_keras_model  # noqa: E402
 from tfkd.files import strict_json, write_json  # noqa: E402
 
 METHODS = ("teacher-driven", "student-driven", "DQN from scratch")
@@ -156,6 +156,15 @@ class _PrintEvaluations(keras.callbacks.Callback):
               flush=True)
 
 
+def changed_settings(description: dict, config: DQNConfig) -> list[str]:
+    """The DQN settings in which a cached teacher's ``teacher.json`` differs
+    from ``config``, leaving out the progress bar and the training's folders."""
+    ignored = ("progress", *LOCAL_SETTINGS)
+    saved, wanted = description["config"], config.as_dict()
+    return sorted(key for key in set(saved) | set(wanted)
+                  if key not in ignored and saved.get(key) != wanted.get(key))
+
+
 def teacher_for(env_id: str, setup: Setup, out: str,
                 name: str | None = None) -> tuple[keras.Model, dict]:
     """Loads the cached teacher folder or trains one; returns it and its ``teacher.json``.
@@ -169,12 +178,8 @@ def teacher_for(env_id: str, setup: Setup, out: str,
     folder = os.path.join(out, "teachers", name)
     if os.path.exists(os.path.join(folder, "teacher.json")):
         teacher, description = load_dqn_teacher(folder)
-        saved, wanted = dict(description["config"]), config.as_dict()
-        for settings in (saved, wanted):
-            for name in ("progress", "checkpoint_dir", "tensorboard_dir"):
-                settings.pop(name, None)
-        if saved != wanted:
-            changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        changed = changed_settings(description, config)
+        if changed:
             sys.exit(f"error: the cached teacher {folder} was trained with other settings "
                      f"({', '.join(changed)}); delete the folder to retrain it.")
         print(f"teacher: loaded {folder}", flush=True)

@@ -147,6 +147,9 @@ def test_resume_and_rerun_never_lower_the_best_return(tmp_path):
     description = _strict_json(tmp_path / "teacher" / "teacher.json")
     assert description["best_return"] == best and description["backend"] == "keras"
     assert description["history"]["eval_steps"] == [200, 400]
+    # The folder travels: no path of the machine that trained it is in its recipe.
+    assert "checkpoint_dir" not in description["config"]
+    assert description["config"]["total_env_steps"] == TINY.total_env_steps
     loaded, _ = load_dqn_teacher(str(tmp_path / "teacher"))
     for a, b in zip(weights, loaded.get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -35,6 +35,8 @@ from tfkd.rl.envs import register_env_family
 TEACHER_FILE = "teacher.json"
 KERAS_MODEL_FILE = "teacher.keras"
 FORMAT = "tfkd.teacher/1"
+# DQNConfig settings that name folders on the training machine.
+LOCAL_SETTINGS = ("checkpoint_dir", "tensorboard_dir")
 
 
 class NonFiniteError(ValueError):
@@ -90,6 +92,13 @@ def read_teacher_description(teacher_dir: str) -> dict:
 
 
 def write_teacher_description(teacher_dir: str, description: dict) -> None:
+    """Writes ``teacher.json``; its ``config`` leaves out the folders the
+    training wrote to (``LOCAL_SETTINGS``): a teacher folder travels, and they
+    are paths on the machine that trained it, not part of its recipe."""
+    if "config" in description:
+        description = {**description, "config": {
+            key: value for key, value in description["config"].items()
+            if key not in LOCAL_SETTINGS}}
     files.write_json(os.path.join(teacher_dir, TEACHER_FILE), {"format": FORMAT, **description})
 
 
