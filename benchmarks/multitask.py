@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import glob
 import json
 import os
@@ -66,7 +65,7 @@ from rl import (SETUPS, SMOKE_SETUP, Setup, _across_seeds, _fmt, _with_ci,  # no
                 teacher_for, versions)
 from tfkd import cli  # noqa: E402
 from tfkd.distillation import TeacherEnsemble  # noqa: E402
-from tfkd.files import strict_json, write_json  # noqa: E402
+from tfkd.files import strict_json, try_lock, write_json  # noqa: E402
 from tfkd.models import build_mlp, build_multi_task_student, count_params, task_model  # noqa: E402
 from tfkd.rl import (  # noqa: E402
     DistillConfig,
@@ -465,12 +464,12 @@ def _run_seed(part: str, seed: int, folder: str, settings: dict, run, fresh: boo
     os.makedirs(folder, exist_ok=True)
     seed_path = os.path.join(folder, f"seed-{seed}.json")
     checkpoints = os.path.join(folder, f"seed-{seed}.checkpoints")
-    with open(os.path.join(folder, f"seed-{seed}.lock"), "a", encoding="utf-8") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            sys.exit(f"error: {part} seed {seed} is running in another process (its lock "
-                     f"{lock.name} is held); wait for it or run other --seeds.")
+    lock_path = os.path.join(folder, f"seed-{seed}.lock")
+    lock = try_lock(lock_path)
+    if lock is None:
+        sys.exit(f"error: {part} seed {seed} is running in another process (its lock "
+                 f"{lock_path} is held); wait for it or run other --seeds.")
+    with lock:
         if not fresh and _saved_rows(seed_path, settings) is not None:
             return
         if fresh:

@@ -1,4 +1,4 @@
-"""Files that are never half-written: atomic files, atomic folders, checkpoints.
+"""Files that are never half-written: atomic files, atomic folders, checkpoints, lock files.
 
 A leaf module (NumPy only): the ``tfkd`` command uses it before TensorFlow loads.
 
@@ -12,12 +12,14 @@ JSON is strict (no NaN / Infinity: non-finite numbers become null).
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import math
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
@@ -174,6 +176,29 @@ def check_directory(path: str | os.PathLike | None, what: str) -> None:
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {path!r} is not writable ({existing!r} is not a writable "
                          "folder).")
+
+
+def try_lock(path: str | os.PathLike) -> IO[str] | None:
+    """Takes an exclusive ``fcntl.flock`` on the file ``path`` without waiting.
+
+    Returns:
+        The open lock file, this process's id written in it (closing it, or
+        the process ending, releases the lock); None if another process
+        holds the lock.
+    """
+    lock = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        lock.close()
+        if error.errno in (errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def _sync(file) -> None:

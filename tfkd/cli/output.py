@@ -12,8 +12,6 @@ set of one run's files or no ``results.json`` at all, never a 0-byte or half-wri
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import shutil
 import signal
@@ -51,28 +49,17 @@ class OutputDir:
         check_writable_dir(path, flag)
         self.path, self.flag = path, flag
         os.makedirs(path, exist_ok=True)
-        self._lock = open(os.path.join(path, LOCK_FILE), "a+", encoding="utf-8")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            self._lock.close()
-            if error.errno in (errno.EAGAIN, errno.EACCES):
-                raise CliError(f"{flag} {path!r} is in use by another tfkd run; wait for it "
-                               "to finish or choose another folder.") from None
-            raise
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(f"{os.getpid()}\n")
-        self._lock.flush()
+        self._lock = files.try_lock(os.path.join(path, LOCK_FILE))
+        if self._lock is None:
+            raise CliError(f"{flag} {path!r} is in use by another tfkd run; wait for it "
+                           "to finish or choose another folder.")
         for name in os.listdir(path):  # left by a run that was killed while writing
             if name.startswith(STAGING_PREFIX):
                 shutil.rmtree(os.path.join(path, name), ignore_errors=True)
 
     def close(self) -> None:
         """Releases the lock (the lock file stays; it is empty of meaning without a holder)."""
-        if not self._lock.closed:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+        self._lock.close()
 
     def __enter__(self) -> "OutputDir":
         return self
