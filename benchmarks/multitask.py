@@ -523,7 +523,8 @@ def main(argv=None) -> None:
                         help="rerun every seed even if saved results have the same settings")
     parser.add_argument("--retrain-teachers", action="store_true",
                         help="minatar: train the MinAtar teachers under <out>/teachers instead "
-                             "of loading the committed ones (about an hour each on 2 cores)")
+                             "of loading the committed ones (about 27 minutes each, three "
+                             "side by side on 2 cores)")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds: tiny CartPole and Acrobot teachers and students; two "
                              "MinAtar games")
