@@ -47,7 +47,7 @@ def _artefacts(folder: str) -> dict:
 
 
 def _teacher(path: str, env_id: str, description: dict) -> dict:
-    from tfkd.cli.commands import load_teacher
+    from tfkd.cli.inputs import load_teacher
     from tfkd.deploy import runtime
 
     teacher, _ = load_teacher(path, env_id)

@@ -1,4 +1,5 @@
-"""The subcommands of ``tfkd``: train-teacher, distill, evaluate, demo, kickstart.
+"""The subcommands of ``tfkd``: train-teacher, distill, evaluate, demo, kickstart
+(``export`` is in :mod:`tfkd.cli.exporting`, ``serve`` in :mod:`tfkd.cli.serving`).
 
 Each takes the parsed arguments and the locked ``--out`` folder (or None),
 returns the exit status, and raises :class:`~tfkd.cli.output.CliError` for a
@@ -16,11 +17,12 @@ import dataclasses
 import os
 import time
 
-import gymnasium as gym
-import keras
 import numpy as np
 
 from tfkd.cli import report
+from tfkd.cli.exporting import export  # noqa: F401  (dispatched by name, like the others)
+from tfkd.cli.inputs import (check_model_fits, checked_env_spec, library_call,
+                             load_keras_model, load_teacher)
 from tfkd.cli.output import CliError, OutputDir
 from tfkd.cli.report import Row
 from tfkd import losses as tfkd_losses
@@ -31,15 +33,12 @@ from tfkd.models import (ATARI_TEACHER_DENSE_UNITS, MINATAR_TEACHER_DENSE_UNITS,
                          build_teacher, count_params, task_model)
 from tfkd.rl.loops import (DistillConfig, MultiTaskHistory, distill_multi_task,
                            distill_student_driven, distill_teacher_driven)
-from tfkd.rl import teacher_io
 from tfkd.rl.callbacks import RoundCSVLogger
 from tfkd.rl.workers import require_ray
 from tfkd.rl.dqn import LOG_KEYS as DQN_LOG_KEYS
 from tfkd.rl.dqn import DQNConfig, train_dqn
-from tfkd.rl.dqn import load_dqn_teacher as load_keras_dqn_teacher
 from tfkd.rl.dqn import save_dqn_teacher as save_keras_dqn_teacher
-from tfkd.rl.envs import (check_fits, env_spec, is_atari, is_minatar, make_atari_env,
-                          make_env)
+from tfkd.rl.envs import is_atari, is_minatar
 from tfkd.rl.evaluation import (compare_policies, evaluate_policy, held_out_seeds,
                                 normalized_score, random_policy)
 from tfkd.rl.seeding import seed_everything
@@ -59,7 +58,7 @@ MULTI_TASK_TRUNK_UNITS = (64, 64)
 def train_teacher(args: argparse.Namespace, out: OutputDir | None) -> int:
     """``tfkd train-teacher``: a DQN teacher with its best evaluated weights, saved to ``--out``."""
     seed_everything(args.seed)
-    spec = _env_spec(args.env)
+    spec = checked_env_spec(args.env)
     start = time.perf_counter()
     with _staging(out) as folder:
         teacher = _train_teacher(args, spec, folder)
@@ -113,7 +112,7 @@ def evaluate(args: argparse.Namespace, out: OutputDir | None) -> int:
     """``tfkd evaluate``: teacher, student and random policy on the held-out episodes."""
     seed_everything(args.seed)
     teacher, env_id = load_teacher(args.teacher, args.env)
-    spec = _env_spec(env_id)
+    spec = checked_env_spec(env_id)
     eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
     if args.student is None:
         rows, random = _teacher_rows(teacher, env_id, spec.num_actions, eval_seeds)
@@ -121,8 +120,8 @@ def evaluate(args: argparse.Namespace, out: OutputDir | None) -> int:
     else:
         student = load_keras_model(args.student, "student")
         if len(student.inputs) > 1:  # a multi-task student: its network for the teacher's env
-            student = _library_call(task_model, student, env_id)
-        _check_fits(student, spec, f"the student {args.student!r}")
+            student = library_call(task_model, student, env_id)
+        check_model_fits(student, spec, f"the student {args.student!r}")
         comparison = compare_policies(env_id, teacher, student, eval_seeds)
         rows, random, agreement = _comparison_rows(comparison), comparison.random, \
             comparison.agreement
@@ -142,7 +141,7 @@ def demo(args: argparse.Namespace, out: OutputDir | None) -> int:
     start = time.perf_counter()
     print(f"tfkd demo: a TF-Agents DQN teacher on {args.env}, distilled student-driven "
           "(DAgger) into a student with at most 1/10 of its parameters.\n")
-    spec = _env_spec(args.env)
+    spec = checked_env_spec(args.env)
     teacher_args = argparse.Namespace(
         env=args.env, backend="tf-agents", steps=args.teacher_steps, hidden=None,
         target_return=args.teacher_target_return, checkpoint_dir=None, tensorboard=None, csv=None,
@@ -177,7 +176,7 @@ def kickstart(args: argparse.Namespace, out: OutputDir | None) -> int:
     seed_everything(args.seed)
     start = time.perf_counter()
     teacher, env_id = load_teacher(args.teacher, args.env)
-    spec = _env_spec(env_id)
+    spec = checked_env_spec(env_id)
     student = build_student(spec.observation_shape, spec.num_actions, atari=is_atari(env_id),
                             hidden_units=args.student_hidden)
     dqn_args = argparse.Namespace(**{**vars(args), "env": env_id, "backend": "keras",
@@ -192,7 +191,7 @@ def kickstart(args: argparse.Namespace, out: OutputDir | None) -> int:
                            loss=args.loss, offline_env_steps=args.offline_steps,
                            offline_updates=args.offline_updates, **temperature)
     print(f"kickstarting {env_id} ({args.schedule} λ, {args.steps} env steps) ...", flush=True)
-    history = _library_call(kickstart_student, teacher, student, config, kick)
+    history = library_call(kickstart_student, teacher, student, config, kick)
     eval_seeds = held_out_seeds(args.seed, args.eval_episodes)
     comparison = compare_policies(env_id, teacher, student, eval_seeds)
     seconds = time.perf_counter() - start
@@ -224,7 +223,7 @@ def _train_teacher(args: argparse.Namespace, spec, folder: str | None):
     if args.backend == "keras":
         teacher = build_teacher(spec.observation_shape, spec.num_actions,
                                 atari=is_atari(args.env), hidden_units=config.hidden_units)
-        history = _library_call(train_dqn, teacher, config)
+        history = library_call(train_dqn, teacher, config)
         _check_finite(teacher)
         if folder:
             save_keras_dqn_teacher(teacher, config, history, folder)
@@ -232,7 +231,7 @@ def _train_teacher(args: argparse.Namespace, spec, folder: str | None):
     # Imported here: TF-Agents is an optional extra, needed by this backend only.
     from tfkd.agents import save_dqn_teacher, train_dqn_teacher
 
-    trained = _library_call(train_dqn_teacher, config)
+    trained = library_call(train_dqn_teacher, config)
     _check_finite(trained.teacher)
     if folder:
         save_dqn_teacher(trained, config, folder)
@@ -314,7 +313,7 @@ def _report_teacher(teacher, env_id: str, num_actions: int, seed: int, episodes:
 def _distill(args: argparse.Namespace, teacher, env_id: str, folder: str | None,
              start: float) -> int:
     """Distils, reports on the held-out seeds and writes the run into ``folder``."""
-    spec = _env_spec(env_id)
+    spec = checked_env_spec(env_id)
     student = build_student(spec.observation_shape, spec.num_actions, atari=is_atari(env_id),
                             hidden_units=args.student_hidden)
     config = _distill_config(args, env_id, target_return=args.target_return)
@@ -322,7 +321,7 @@ def _distill(args: argparse.Namespace, teacher, env_id: str, folder: str | None,
     history, comparison, interrupted = None, None, False
     print(f"distilling {env_id} ({args.mode}-driven, {args.steps} env steps) ...", flush=True)
     try:
-        history = _library_call(DISTILLATION_LOOPS[args.mode], teacher, student, config)
+        history = library_call(DISTILLATION_LOOPS[args.mode], teacher, student, config)
         interrupted = history.interrupted
         if history.resumed_from:
             print(f"resumed from {args.checkpoint_dir}: rounds 1-{history.resumed_from} restored, "
@@ -361,8 +360,8 @@ def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
     if args.target_return is not None:
         raise CliError("--target-return applies to one env; a multi-task run keeps the round "
                        "with the best mean normalised score.")
-    specs = {env_id: _env_spec(env_id) for env_id in env_ids}
-    student = _library_call(
+    specs = {env_id: checked_env_spec(env_id) for env_id in env_ids}
+    student = library_call(
         build_multi_task_student,
         {env_id: (spec.observation_shape, spec.num_actions) for env_id, spec in specs.items()},
         trunk_units=args.student_hidden or MULTI_TASK_TRUNK_UNITS)
@@ -375,7 +374,7 @@ def _distill_multi_task(args: argparse.Namespace, teachers, env_ids: list[str],
           flush=True)
     history, tasks, interrupted = None, {}, False
     try:
-        history = _library_call(distill_multi_task, teachers, student, config)
+        history = library_call(distill_multi_task, teachers, student, config)
         interrupted = history.interrupted
         if not interrupted:
             for env_id, teacher in zip(env_ids, teachers):
@@ -418,7 +417,7 @@ def _distill_config(args: argparse.Namespace, env_id, **settings) -> DistillConf
     """The DistillConfig of ``distill``'s flags, for one env id or a tuple of them."""
     budgets = args.steps if isinstance(args.steps, tuple) else (args.steps,)
     steps_per_round = min(args.steps_per_round, max(budgets))
-    return _library_call(
+    return library_call(
         DistillConfig, env_id=env_id, total_env_steps=args.steps,
         steps_per_round=steps_per_round, train_steps_per_round=args.train_steps_per_round,
         eval_episodes=args.select_episodes, seed=args.seed, progress=not args.quiet,
@@ -478,93 +477,6 @@ def _random_row(random, teacher: Row) -> Row:
                normalized_score(random.mean, random.mean, teacher.stats.mean))
 
 
-# ------------------------------------------------------- teachers, envs, files
-
-
-def load_teacher(path: str, env_id: str | None):
-    """A teacher from a train-teacher folder or a ``.keras`` file, and its env id.
-
-    A teacher folder names the env it was trained on; ``env_id`` (``--env``)
-    must then agree. A ``.keras`` file names none, so ``env_id`` is needed.
-    """
-    if path.endswith(".keras"):
-        if env_id is None:
-            raise CliError(f"--env is needed with the Keras teacher file {path!r} (it does not "
-                           "record its environment).")
-        teacher = load_keras_model(path, "teacher")
-        _check_fits(teacher, _env_spec(env_id), f"the teacher {path!r}")
-        return teacher, env_id
-    try:
-        backend = teacher_io.read_teacher_description(path).get("backend")
-        if backend == "keras":
-            teacher, description = load_keras_dqn_teacher(path)
-            saved_env = description["env_id"]
-        else:
-            from tfkd.agents import load_dqn_teacher  # optional extra; TF-Agents teachers only
-
-            teacher = load_dqn_teacher(path)
-            saved_env = teacher.env_id
-    except (FileNotFoundError, ValueError) as error:
-        raise CliError(str(error).splitlines()[0]) from None
-    except gym.error.Error as error:
-        raise CliError(f"the teacher in {path!r} names an environment gymnasium does not "
-                       f"know: {error}") from None
-    if env_id is not None and env_id != saved_env:
-        trained, asked = _env_spec(saved_env), _env_spec(env_id)
-        raise CliError(
-            f"the teacher in {path!r} was trained on {saved_env} (observations "
-            f"{trained.observation_shape}, {trained.num_actions} actions), not on {env_id} "
-            f"(observations {asked.observation_shape}, {asked.num_actions} actions); drop "
-            "--env to use the teacher's.")
-    return teacher, saved_env
-
-
-def load_keras_model(path: str, role: str) -> keras.Model:
-    """Loads a ``.keras`` file with ``safe_mode=True`` (no arbitrary code)."""
-    if not os.path.isfile(path):
-        raise CliError(f"no such {role} model file {path!r}.")
-    try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:  # Keras raises many types for a bad archive.
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CliError(f"cannot load the {role} {path!r} (corrupt or not a Keras model): "
-                       f"{message}") from None
-
-
-def _check_fits(model: keras.Model, spec, what: str) -> None:
-    """Raises a :class:`CliError` unless ``model`` fits ``spec`` (:func:`check_fits`)."""
-    _library_call(check_fits, model, spec, what)
-
-
-def _env_spec(env_id: str):
-    """Checks ``env_id`` and reads its spec, or raises a one-line :class:`CliError`."""
-    try:
-        env = make_atari_env(env_id) if is_atari(env_id) else make_env(env_id)
-    except gym.error.Error as error:
-        raise CliError(f"unknown or unavailable environment {env_id!r}: {error}") from None
-    except (ValueError, ImportError) as error:  # e.g. continuous actions, ale-py missing
-        raise CliError(str(error)) from None
-    try:
-        spec = env_spec(env, env_id)
-    except ValueError as error:  # e.g. a Tuple or Dict observation space
-        raise CliError(str(error)) from None
-    finally:
-        env.close()
-    if not (is_atari(env_id) or is_minatar(env_id)) and len(spec.observation_shape) != 1:
-        raise CliError(
-            f"{env_id} has observations of shape {spec.observation_shape}; the MLP path needs "
-            "vector observations (Atari ids, ALE/..., and MinAtar ids, MinAtar/..., get a CNN).")
-    return spec
-
-
-def _library_call(function, *args, **kwargs):
-    """Calls into the library, turning its ``ValueError`` (bad settings) into a CliError."""
-    try:
-        return function(*args, **kwargs)
-    except ValueError as error:
-        raise CliError(str(error)) from None
-
-
 @contextlib.contextmanager
 def _staging(out: OutputDir | None):
     """``out``'s staging folder, committed on success; None without ``--out``."""
@@ -573,55 +485,3 @@ def _staging(out: OutputDir | None):
     else:
         with out.staging() as folder:
             yield folder
-
-
-# ------------------------------------------------------ export (tfkd.deploy)
-
-
-def export(args: argparse.Namespace, out: OutputDir) -> int:
-    """``tfkd export``: every deployable artefact of a student, each measured (report.json)."""
-    from tfkd.deploy import compression, exporter
-    from tfkd.deploy import report as deploy_report
-    from tfkd.deploy.layout import REPORT_FILE
-    from tfkd.rl.datasets import DatasetFileError, load_npz
-
-    seed_everything(args.seed)
-    spec = _env_spec(args.env)
-    student = load_keras_model(args.student, "student")
-    _check_fits(student, spec, f"the student {args.student!r}")
-    teacher = load_teacher(args.teacher, args.env)[0] if args.teacher else None
-    if (args.qat or args.prune) and teacher is None:
-        raise CliError("--qat and --prune fine-tune the student by distillation: give --teacher.")
-    calibration = None
-    if args.calibration_data:
-        try:
-            calibration, _ = load_npz(args.calibration_data, tuple(spec.observation_shape),
-                                      spec.num_actions)
-        except (FileNotFoundError, DatasetFileError, ValueError) as error:
-            raise CliError(f"--calibration-data: {str(error).splitlines()[0]}") from None
-    variants = {}
-    for name, wanted in (("qat", args.qat), ("pruned", args.prune)):
-        if wanted:
-            print(f"distilling the {name} student ({args.finetune_steps:,} env steps) ...",
-                  flush=True)
-            variants[name] = _library_call(
-                compression.distill_compressed, teacher, student, args.env, seed=args.seed,
-                total_env_steps=args.finetune_steps, quantize=name == "qat",
-                sparsity=args.prune if name == "pruned" else None,
-                train_steps_per_round=args.train_steps_per_round,
-                eval_episodes=args.select_episodes, progress=not args.quiet)
-    with out.staging(last=REPORT_FILE) as folder:
-        try:
-            results = exporter.write_export(
-                student, args.env, folder, teacher, calibration=calibration, variants=variants,
-                seed=args.seed, eval_episodes=args.eval_episodes,
-                latency_repeats=args.latency_repeats, tf_agents_policy=not args.no_tf_agents,
-                teacher_path=args.teacher or "<none>", per_channel=args.per_channel,
-                progress=None if args.quiet else print)
-        except (ValueError, ImportError) as error:
-            raise CliError(str(error).splitlines()[0]) from None
-    deploy_report.print_table(args.env, results["formats"], results["random"])
-    if teacher is None:
-        print("normalised scores are n/a: they are measured against the teacher (--teacher).")
-    print(f"artefacts and report.json written to {out.path}")
-    return 0

@@ -107,8 +107,8 @@ def _replace(source: str, target: str) -> None:
 
 def _fsync_tree(path: str) -> None:
     if os.path.isdir(path):
-        for root, _, files in os.walk(path):
-            for name in files:
+        for root, _, names in os.walk(path):
+            for name in names:
                 _fsync(os.path.join(root, name))
             _fsync(root)
     else:
