@@ -88,9 +88,9 @@ from tfkd.rl.multi_task_dqn import SHARED_SETTINGS  # noqa: E402
 FORMAT = "tfkd.benchmarks.multitask/4"
 PARTS = ("multitask", "minatar", "multiteacher")
 MINATAR_GAMES = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1", "MinAtar/Freeway-v1")
-# The MinAtar teachers' DQN recipe (close to Young & Tian 2019's: Adam 1e-4,
-# a replay of 100,000, ε from 1 to 0.05 over 100,000 steps, an update every 4
-# env steps, the target copied every 1,000), kept from the best of 20
+# The MinAtar teachers' DQN recipe: Young & Tian 2019's replay of 100,000,
+# ε decay over 100,000 steps (to 0.05) and target copy every 1,000, with Adam
+# at 1e-4 and an update every 4 env steps; kept from the best of 20
 # evaluations on 10 selection episodes.
 MINATAR_TEACHER_FLAGS = (
     "--steps", "1000000", "--learning-rate", "1e-4", "--epsilon-steps", "100000",
