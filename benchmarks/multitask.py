@@ -21,8 +21,9 @@ Three parts (``--part``):
   teachers' combined parameters.
 - ``multiteacher``: three LunarLander-v3 teachers (the same DQN recipe, seeds
   0, 1, 2) and a 64x64 student distilled from each alone and from all three
-  (``TeacherEnsemble``: their mean policy, and per state the most confident
-  teacher); scores are normalised by the best teacher's held-out return.
+  (``TeacherEnsemble``: their mean policy, per state the most confident
+  teacher, and their largest Q-values, generalized policy improvement);
+  scores are normalised by the best teacher's held-out return.
 
 Every student is distilled student-driven (DAgger) with the sharpened-Q KL
 (``q_value_kl``, T = 0.01). Every network, the multi-task DQN included, is
@@ -65,6 +66,7 @@ from rl import (SETUPS, SMOKE_SETUP, Setup, _across_seeds, _fmt, _with_ci,  # no
                 teacher_for, versions)
 from tfkd import cli  # noqa: E402
 from tfkd.distillation import TeacherEnsemble  # noqa: E402
+from tfkd.distillation.ensemble import COMBINATIONS  # noqa: E402
 from tfkd.files import strict_json, try_lock, write_json  # noqa: E402
 from tfkd.models import build_mlp, build_multi_task_student, count_params, task_model  # noqa: E402
 from tfkd.rl import (  # noqa: E402
@@ -145,11 +147,11 @@ SMOKE_BUDGET = Budget(env_steps=200, steps_per_round=100, train_steps_per_round=
                       batch_size=32, eval_episodes=1, trunk_units=(8,), adapter_units=8,
                       adapter_channels=4, conv_filters=4)
 # MinAtar: 16 channels after each game's adapter, a shared 3x3 convolution of
-# 16 filters and a dense layer of 48; 400,000 env steps per game (2/5 of a
-# teacher's), in 10 rounds of 40,000 with 8,000 updates each, every labelled
-# state kept.
+# 16 filters and a dense layer of 60 (the widest within 1/4 of the teachers);
+# 400,000 env steps per game (2/5 of a teacher's), in 10 rounds of 40,000
+# with 8,000 updates each, every labelled state kept.
 MINATAR_BUDGET = Budget(env_steps=400_000, steps_per_round=40_000, train_steps_per_round=8_000,
-                        buffer_capacity=400_000, eval_episodes=10, trunk_units=(48,),
+                        buffer_capacity=400_000, eval_episodes=10, trunk_units=(60,),
                         adapter_channels=16, conv_filters=16)
 
 
@@ -354,7 +356,7 @@ def multiteacher_seed(teachers: dict, budget: Budget, seed: int, episodes: int) 
     random_return = evaluate_policy(env_id, random_policy(spec.num_actions), seeds)
     networks = {name: teacher for name, (teacher, _) in teachers.items()}
     temperature = 0.01  # q_value_kl's: the ensemble combines the policies the loss matches
-    for combination in ("mean", "most_confident"):
+    for combination in COMBINATIONS:
         networks[f"ensemble ({combination})"] = TeacherEnsemble(
             [teacher for teacher, _ in teachers.values()], combination, temperature)
     rows = []
@@ -432,7 +434,8 @@ def run_part(part: str, args) -> dict:
     else:
         env_id = "CartPole-v1" if args.smoke else "LunarLander-v3"
         setup = env_setups[env_id]
-        teachers, teacher_names, extra_settings = {}, {}, {}
+        teachers, teacher_names = {}, {}
+        extra_settings = {"combinations": list(COMBINATIONS)}
         for teacher_seed in (0, 1, 2):
             setup_k = dataclasses.replace(setup, teacher_dqn=dataclasses.replace(
                 setup.teacher_dqn, seed=teacher_seed))

@@ -115,7 +115,7 @@ def test_multitask_smoke(tmp_path):
     assert "| MinAtar/Breakout-v1 | multi-task student |" in stdout
     multiteacher = _strict_load(out / "multitask" / "multiteacher.json")
     methods = [entry["method"] for entry in multiteacher["summary"]]
-    assert "student of ensemble (mean)" in methods and "student of teacher 2" in methods
+    assert "student of ensemble (max_q)" in methods and "student of teacher 2" in methods
     assert "| CartPole-v1 | student of ensemble (most_confident) |" in stdout
     # another seed, as a separate process would run it: seed 0 is reused, both are summed up
     stdout = run_benchmark("multitask.py", "--smoke", "--part", "multiteacher", "--seeds", "1",

@@ -18,7 +18,7 @@ from tfkd.provenance import installed_version
 DEMO_ENV = "CartPole-v1"
 DISTILLATION_LOSSES = ("soft_target_kl", "q_value_kl", "greedy_action_nll", "mse")
 # tfkd.distillation.ensemble.COMBINATIONS, repeated: the parser imports no TensorFlow.
-COMBINATIONS = ("mean", "most_confident")
+COMBINATIONS = ("mean", "most_confident", "max_q")
 
 KICKSTART_SCHEDULES = ("constant", "linear", "exponential", "gated")  # tfkd.rl.kickstart
 KICKSTART_LOSSES = ("kl", "centered_mse")  # tfkd.rl.kickstart.LOSSES
@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "several teachers")
     sub.add_argument("--combine", choices=COMBINATIONS, default="mean",
                      help="several teachers of one env: distil their mean policy at the loss's "
-                          "temperature, or per state the most confident teacher's outputs "
+                          "temperature, per state the most confident teacher's outputs, or "
+                          "(DQN teachers) per state and action their largest Q-value "
                           "(default: %(default)s)")
     _add_distillation(sub)
     sub.add_argument("--workers", type=_int_at_least(0), default=0,

@@ -1,8 +1,9 @@
-"""Several teachers of one task as one teacher: their policies averaged, or
-per state the most confident one.
+"""Several teachers of one task as one teacher: their policies averaged, per
+state the most confident one, or (Q-value teachers) their largest Q-values.
 
-Both combine the teachers' policies at the distillation loss's temperature
-``T``, the policies the student is trained to match, π_k = softmax(t_k / T):
+The first two combine the teachers' policies at the distillation loss's
+temperature ``T``, the policies the student is trained to match,
+π_k = softmax(t_k / T):
 
 - ``"mean"``: π̄ = (1/K) Σ_k π_k, returned as the logits ``T · log π̄``, so
   that the loss's ``softmax(· / T)`` gives back π̄ exactly (the averaged
@@ -14,7 +15,17 @@ Both combine the teachers' policies at the distillation loss's temperature
   confident but different teachers).
 
 With a low temperature (``q_value_kl``'s 0.01 on Q-values) the mean is
-nearly the vote of the teachers' greedy actions.
+nearly the vote of the teachers' greedy actions, so two weaker teachers
+that agree outvote a better one.
+
+``"max_q"`` is for teachers whose outputs are Q-values of one task (DQN
+teachers of one env and discount): per state and action the largest,
+Q̄(s, a) = max_k Q_k(s, a). Its greedy policy is generalized policy
+improvement (Barreto et al. 2017, "Successor Features for Transfer in
+Reinforcement Learning", Theorem 1): with exact Q_k = Q^{π_k} it does at
+least as well as every teacher, from every state, so a weaker teacher only
+takes over where its Q-values say it does better. The temperature does not
+enter; on logits the maximum has no such meaning.
 """
 
 from __future__ import annotations
@@ -25,9 +36,6 @@ from typing import Callable, Sequence
 import tensorflow as tf
 
 from tfkd.ops.checks import check_temperature
-
-COMBINATIONS = ("mean", "most_confident")
-
 
 def mean_policy_logits(teacher_outputs: Sequence[tf.Tensor], temperature: float) -> tf.Tensor:
     """``T · log((1/K) Σ_k softmax(t_k / T))``: logits of the teachers' mean policy.
@@ -55,13 +63,30 @@ def most_confident_outputs(teacher_outputs: Sequence[tf.Tensor], temperature: fl
     return tf.gather(tf.transpose(stacked, [1, 0, 2]), chosen, axis=1, batch_dims=1)
 
 
+def max_q_values(teacher_outputs: Sequence[tf.Tensor], temperature: float) -> tf.Tensor:
+    """``max_k Q_k(s, a)``, elementwise: the Q-values of generalized policy improvement.
+
+    Args:
+        teacher_outputs: K tensors ``[batch, num_actions]`` of Q-values.
+        temperature: checked like the other combinations', not used.
+    """
+    _check(teacher_outputs, temperature)
+    return tf.reduce_max(tf.stack([tf.cast(t, tf.float32) for t in teacher_outputs]), axis=0)
+
+
+_COMBINE = {"mean": mean_policy_logits, "most_confident": most_confident_outputs,
+            "max_q": max_q_values}
+COMBINATIONS = tuple(_COMBINE)
+
+
 class TeacherEnsemble:
     """K teachers of one task, callable as one teacher network.
 
     Args:
         teachers: networks mapping observations to ``[batch, num_actions]``
             (Keras models, TF-Agents teachers, any callable).
-        combination: ``"mean"`` or ``"most_confident"`` (see the module docstring).
+        combination: ``"mean"``, ``"most_confident"`` or (Q-value teachers)
+            ``"max_q"``; see the module docstring.
         temperature: the distillation loss's teacher temperature T.
 
     Raises:
@@ -90,8 +115,7 @@ class TeacherEnsemble:
 
     def __call__(self, observations):
         outputs = [teacher(observations) for teacher in self.teachers]
-        combine = mean_policy_logits if self.combination == "mean" else most_confident_outputs
-        return combine(outputs, self.temperature)
+        return _COMBINE[self.combination](outputs, self.temperature)
 
 
 def _check(teacher_outputs, temperature) -> None:
