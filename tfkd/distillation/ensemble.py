@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from tfkd.ops.checks import check_temperature
 
+
 def mean_policy_logits(teacher_outputs: Sequence[tf.Tensor], temperature: float) -> tf.Tensor:
     """``T · log((1/K) Σ_k softmax(t_k / T))``: logits of the teachers' mean policy.
 
