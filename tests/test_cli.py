@@ -373,7 +373,7 @@ def test_clear_errors(argv, message, capsys):
 def test_corrupt_keras_file(tmp_path, capsys):
     bad = tmp_path / "teacher.keras"
     bad.write_bytes(b"not a zip archive")
-    assert "cannot load the teacher" in _error_of(
+    assert "the teacher: Cannot load" in _error_of(
         capsys, ["evaluate", "--teacher", bad, "--env", "CartPole-v1"])
 
 

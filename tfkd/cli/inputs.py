@@ -7,8 +7,6 @@ another env, a model that does not fit) into a one-line
 
 from __future__ import annotations
 
-import os
-
 import gymnasium as gym
 import keras
 
@@ -57,15 +55,13 @@ def load_teacher(path: str, env_id: str | None):
 
 
 def load_keras_model(path: str, role: str) -> keras.Model:
-    """Loads a ``.keras`` file with ``safe_mode=True`` (no arbitrary code)."""
-    if not os.path.isfile(path):
-        raise CliError(f"no such {role} model file {path!r}.")
+    """:func:`tfkd.rl.teacher_io.load_keras_model`, its errors naming the file's ``role``."""
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:  # Keras raises many types for a bad archive.
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CliError(f"cannot load the {role} {path!r} (corrupt or not a Keras model): "
-                       f"{message}") from None
+        return teacher_io.load_keras_model(path)
+    except FileNotFoundError:
+        raise CliError(f"no such {role} model file {path!r}.") from None
+    except ValueError as error:
+        raise CliError(f"the {role}: {error}") from None
 
 
 def check_model_fits(model: keras.Model, spec, what: str) -> None:

@@ -109,10 +109,17 @@ def save_keras_model(model: Any, path: str) -> None:
 
 
 def load_keras_model(path: str) -> Any:
-    """Loads a ``.keras`` file with ``safe_mode=True``; a clear ``ValueError`` if it is corrupt."""
+    """Loads a ``.keras`` file with ``safe_mode=True`` (no arbitrary code).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is corrupt or not a Keras model (one line).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No Keras model file {path!r}.")
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises many types for a bad archive.
-        raise ValueError(f"Cannot load {path!r} (corrupt or not a Keras model): {error}") from None
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"Cannot load {path!r} (corrupt or not a Keras model): "
+                         f"{message}") from None
