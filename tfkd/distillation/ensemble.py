@@ -24,8 +24,12 @@ Q̄(s, a) = max_k Q_k(s, a). Its greedy policy is generalized policy
 improvement (Barreto et al. 2017, "Successor Features for Transfer in
 Reinforcement Learning", Theorem 1): with exact Q_k = Q^{π_k} it does at
 least as well as every teacher, from every state, so a weaker teacher only
-takes over where its Q-values say it does better. The temperature does not
-enter; on logits the maximum has no such meaning.
+takes over where its Q-values say it does better. DQN's Q-values are
+estimates, though, and a maximum over several favours the actions whose
+values are overestimated (the bias Double DQN corrects): with comparable
+LunarLander teachers its student is the weakest of the three
+(docs/multi_task.md). The temperature does not enter; on logits the
+maximum has no such meaning.
 """
 
 from __future__ import annotations
