@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "student-driven (DAgger) into a student 1/10 its size.")
     _add_common(sub, env_default=DEMO_ENV,
                 out_help="folder for the teacher, student.keras, results.json and the plot")
-    sub.add_argument("--teacher-steps", type=positive_int, default=60_000,
+    sub.add_argument("--teacher-steps", type=positive_int, default=120_000,
                      help="most env steps of teacher training (default: %(default)s)")
     sub.add_argument("--teacher-target-return", type=finite_float, default=490.0,
                      help="teacher training stops at this greedy return (default: %(default)s)")
