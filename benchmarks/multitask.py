@@ -3,7 +3,7 @@
 Three parts (``--part``):
 
 - ``multitask``: one DQN teacher each for CartPole-v1, Acrobot-v1 and
-  LunarLander-v3 (256x256, cached like ``benchmarks/rl.py``'s), distilled
+  LunarLander-v3 (256x256, of ``benchmarks/rl.py``'s recipes), distilled
   student-driven into one student with an 88-unit adapter per env, a shared
   88x88 trunk and a head per env (Rusu et al. 2016, §4), at most 1/10 of the
   teachers' combined parameters. The baseline, as in Rusu et al.: the same
@@ -14,9 +14,7 @@ Three parts (``--part``):
   score.
 - ``minatar``: the same comparison on three MinAtar games (Young & Tian
   2019; Breakout, SpaceInvaders, Freeway): one CNN DQN teacher each, trained
-  by ``tfkd train-teacher`` and committed under ``benchmarks/teachers/``
-  (``--retrain-teachers`` trains them again under ``<out>/teachers``), and
-  one CNN student with a 1x1-convolution adapter per game, a shared
+  by ``tfkd train-teacher``, and one CNN student with a 1x1-convolution adapter per game, a shared
   convolution and dense layer and a head per game, at most 1/4 of the
   teachers' combined parameters.
 - ``multiteacher``: three LunarLander-v3 teachers (the same DQN recipe, seeds
@@ -26,11 +24,15 @@ Three parts (``--part``):
   Q-values, generalized policy improvement);
   scores are normalised by the best teacher's held-out return.
 
-Every student is distilled student-driven (DAgger) with the sharpened-Q KL
-(``q_value_kl``, T = 0.01). Every network, the multi-task DQN included, is
-kept from its evaluation with the best (mean) normalised score on its
-selection episodes and measured on ``held_out_seeds(seed, episodes)``; the
-table gives the mean over run seeds with a 95% bootstrap interval over seeds.
+Every part distils the teachers committed under ``benchmarks/teachers/``, so
+its results reproduce without training them (``--retrain-teachers`` trains
+them again under ``<out>/teachers``; DQN training is deterministic on one
+machine, not across CPUs). Every student is distilled student-driven
+(DAgger) with the sharpened-Q KL (``q_value_kl``, T = 0.01). Every network,
+the multi-task DQN included, is kept from its evaluation with the best
+(mean) normalised score on its selection episodes and measured on
+``held_out_seeds(seed, episodes)``; the table gives the mean over run seeds
+with a 95% bootstrap interval over seeds.
 
 Usage::
 
@@ -61,10 +63,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from rl import (SETUPS, SMOKE_SETUP, Setup, _across_seeds, _fmt, _with_ci,  # noqa: E402
-                teacher_for, versions)
+                changed_settings, teacher_for, versions)
 from tfkd import cli  # noqa: E402
 from tfkd.distillation import TeacherEnsemble  # noqa: E402
 from tfkd.distillation.ensemble import COMBINATIONS  # noqa: E402
@@ -322,10 +325,7 @@ def minatar_teachers(games, args) -> dict[str, tuple]:
     for env_id in games:
         name = env_id.replace("/", "-")
         if not args.retrain_teachers:
-            folder = os.path.join(COMMITTED_TEACHERS, name)
-            if not os.path.exists(os.path.join(folder, "teacher.json")):
-                sys.exit(f"error: no committed teacher {folder}; add --retrain-teachers to "
-                         "train one.")
+            folder = committed_teacher(name)
         else:
             folder = os.path.join(args.out, "teachers", name)
             if not os.path.exists(os.path.join(folder, "teacher.json")):
@@ -335,6 +335,60 @@ def minatar_teachers(games, args) -> dict[str, tuple]:
         teachers[env_id] = load_dqn_teacher(folder)
         print(f"teacher: loaded {folder}", flush=True)
     return teachers
+
+
+def committed_teacher(name: str) -> str:
+    """The folder of the committed teacher ``name``; exits if it is not there."""
+    folder = os.path.join(COMMITTED_TEACHERS, name)
+    if not os.path.exists(os.path.join(folder, "teacher.json")):
+        sys.exit(f"error: no committed teacher {folder}; add --retrain-teachers to train one.")
+    return folder
+
+
+def classic_teachers(part: str, args) -> dict[str, tuple[str, keras.Model, dict]]:
+    """``{name: (env_id, teacher, its teacher_identity)}``: the DQN teachers of
+    the ``multitask`` part (one per env, named by it) or of the
+    ``multiteacher`` part (LunarLander-v3's recipe with seeds 0, 1, 2, for
+    ``MULTITEACHER_TEACHER_STEPS``; ``teacher 0`` to ``teacher 2``).
+
+    Each is the committed one under ``benchmarks/teachers/<folder>``, or
+    (``--retrain-teachers``, ``--smoke``) the one cached or trained under
+    ``<out>/teachers``. Either way a teacher trained with other settings than
+    its recipe is an error.
+    """
+    def load(env_id: str, setup: Setup, folder: str) -> tuple[str, keras.Model, dict]:
+        if args.smoke or args.retrain_teachers:
+            teacher, description = teacher_for(env_id, setup, args.out, folder)
+            return env_id, teacher, teacher_identity(folder, description)
+        path = committed_teacher(folder)
+        teacher, description = load_dqn_teacher(path)
+        changed = changed_settings(description, setup.teacher_dqn)
+        if changed:
+            sys.exit(f"error: the committed teacher {path} was trained with other settings "
+                     f"({', '.join(changed)}) than this recipe; add --retrain-teachers.")
+        print(f"teacher: loaded {path}", flush=True)
+        return env_id, teacher, teacher_identity(folder, description)
+
+    env_setups = setups(args.smoke)
+    if part == "multitask":
+        return {env_id: load(env_id, setup, _folder(env_id, setup))
+                for env_id, setup in env_setups.items()}
+    env_id = "CartPole-v1" if args.smoke else "LunarLander-v3"
+    setup = env_setups[env_id]
+    steps = setup.teacher_dqn.total_env_steps if args.smoke else MULTITEACHER_TEACHER_STEPS
+    teachers = {}
+    for teacher_seed in (0, 1, 2):
+        setup_k = dataclasses.replace(setup, teacher_dqn=dataclasses.replace(
+            setup.teacher_dqn, seed=teacher_seed, total_env_steps=steps))
+        folder = f"{_folder(env_id, setup)}-{steps}steps-seed{teacher_seed}"
+        teachers[f"teacher {teacher_seed}"] = load(env_id, setup_k, folder)
+    return teachers
+
+
+def teacher_identity(folder: str, description: dict) -> dict:
+    """What the saved results record of a teacher, so that a seed saved with
+    another teacher of that folder name (one retrained on another CPU) is rerun."""
+    return {"folder": folder, "best_return": description["best_return"]}
 
 
 def minatar_teacher_command(env_id: str, folder: str, smoke: bool = False) -> list[str]:
@@ -418,40 +472,30 @@ def table(summary: list[dict]) -> str:
 def run_part(part: str, args) -> dict:
     budget = (SMOKE_BUDGET if args.smoke else {"multitask": MULTITASK_BUDGET,
                                                "minatar": MINATAR_BUDGET}.get(part, Budget()))
-    env_setups = setups(args.smoke)
-    if part == "multitask":
-        teachers = {env_id: teacher_for(env_id, setup, args.out)[0]
-                    for env_id, setup in env_setups.items()}
-        teacher_names = {env_id: _folder(env_id, setup) for env_id, setup in env_setups.items()}
-        recipes = {env_id: setup.teacher_dqn for env_id, setup in env_setups.items()}
-        extra_settings = scratch_settings(recipes, budget)
-        run = lambda seed, checkpoints: multitask_seed(  # noqa: E731
-            teachers, recipes, budget, seed, args.episodes, 0.1, checkpoints)
-    elif part == "minatar":
+    if part == "minatar":
         loaded = minatar_teachers(MINATAR_GAMES[:2] if args.smoke else MINATAR_GAMES, args)
         if args.smoke:  # a DQN from scratch of each game's recipe: the path --part minatar can take
             budget = dataclasses.replace(budget, scratch_recipes=tuple(loaded))
         teachers = {env_id: teacher for env_id, (teacher, _) in loaded.items()}
         recipes = {env_id: recipe(description) for env_id, (_, description) in loaded.items()}
-        teacher_names = {env_id: {"params": count_params(teacher),
-                                  "best_return": description["best_return"]}
-                         for env_id, (teacher, description) in loaded.items()}
+        teacher_names = {env_id: teacher_identity(env_id.replace("/", "-"), description)
+                         for env_id, (_, description) in loaded.items()}
         extra_settings = scratch_settings(recipes, budget)
         run = lambda seed, checkpoints: multitask_seed(  # noqa: E731
             teachers, recipes, budget, seed, args.episodes, 0.25, checkpoints)
+    elif part == "multitask":
+        loaded = classic_teachers(part, args)
+        teachers = {env_id: teacher for env_id, (_, teacher, _) in loaded.items()}
+        teacher_names = {name: identity for name, (_, _, identity) in loaded.items()}
+        recipes = {env_id: setup.teacher_dqn for env_id, setup in setups(args.smoke).items()}
+        extra_settings = scratch_settings(recipes, budget)
+        run = lambda seed, checkpoints: multitask_seed(  # noqa: E731
+            teachers, recipes, budget, seed, args.episodes, 0.1, checkpoints)
     else:
-        env_id = "CartPole-v1" if args.smoke else "LunarLander-v3"
-        setup = env_setups[env_id]
-        teachers, teacher_names = {}, {}
+        loaded = classic_teachers(part, args)
+        teachers = {name: (teacher, env_id) for name, (env_id, teacher, _) in loaded.items()}
+        teacher_names = {name: identity for name, (_, _, identity) in loaded.items()}
         extra_settings = {"combinations": list(COMBINATIONS)}
-        steps = setup.teacher_dqn.total_env_steps if args.smoke else MULTITEACHER_TEACHER_STEPS
-        for teacher_seed in (0, 1, 2):
-            setup_k = dataclasses.replace(setup, teacher_dqn=dataclasses.replace(
-                setup.teacher_dqn, seed=teacher_seed, total_env_steps=steps))
-            name = f"teacher {teacher_seed}"
-            folder = f"{_folder(env_id, setup)}-{steps}steps-seed{teacher_seed}"
-            teachers[name] = (teacher_for(env_id, setup_k, args.out, folder)[0], env_id)
-            teacher_names[name] = folder
         run = lambda seed, _: multiteacher_seed(teachers, budget, seed, args.episodes)  # noqa: E731
     settings = strict_json({"budget": dataclasses.asdict(budget), "episodes": args.episodes,
                             "teachers": teacher_names,
@@ -527,16 +571,16 @@ def main(argv=None) -> None:
                         help="independent run seeds (default: 0 1 2; --smoke: 0)")
     parser.add_argument("--episodes", type=int,
                         help="held-out evaluation episodes per seed (default: 100; --smoke: 2)")
-    parser.add_argument("--out", help="results folder, teachers cached under it (default: "
+    parser.add_argument("--out", help="results folder, teachers trained under it (default: "
                                        "results; --smoke: a new temporary folder)")
     parser.add_argument("--threads", type=int, default=1,
                         help="TensorFlow threads (small MLPs run fastest on one)")
     parser.add_argument("--fresh", action="store_true",
                         help="rerun every seed even if saved results have the same settings")
     parser.add_argument("--retrain-teachers", action="store_true",
-                        help="minatar: train the MinAtar teachers under <out>/teachers instead "
-                             "of loading the committed ones (about 27 minutes each, three "
-                             "side by side on 2 cores)")
+                        help="train the teachers under <out>/teachers instead of loading the "
+                             "committed ones (a MinAtar one about 27 minutes, three side by "
+                             "side on 2 cores; a classic one 3 to 11 minutes)")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds: tiny CartPole and Acrobot teachers and students; two "
                              "MinAtar games")

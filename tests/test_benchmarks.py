@@ -1,4 +1,5 @@
-"""Each benchmark script, run as a user runs it with ``--smoke`` (tiny sizes, seconds)."""
+"""Each benchmark script, run as a user runs it with ``--smoke`` (tiny sizes, seconds),
+and the committed teachers the benchmarks distil."""
 
 import fcntl
 import json
@@ -8,6 +9,9 @@ import subprocess
 import sys
 
 import pytest
+
+from tfkd.rl import evaluate_policy, held_out_seeds
+from tfkd.rl.dqn import load_dqn_teacher
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -141,6 +145,42 @@ def test_multitask_smoke(tmp_path):
                           "--out", out, cwd=tmp_path, expect_error=True)
     assert error.startswith("error: cannot read the saved results") and "seed-1.json" in error
     assert _strict_load(out / "multitask" / "multiteacher" / "seed-0.json")["rows"]
+
+
+# The classic-control teachers benchmarks/multitask.py distils, committed, and a
+# floor for their mean return on 5 held-out episodes: well below their return on
+# 100 (teachers/README.md), far above random play (21, -497 and -193).
+COMMITTED_CLASSIC_TEACHERS = {
+    "CartPole-v1-256x256": 475.0,
+    "Acrobot-v1-256x256": -100.0,
+    "LunarLander-v3-256x256": 100.0,
+    **{f"LunarLander-v3-256x256-300000steps-seed{k}": 200.0 for k in range(3)},
+}
+
+
+def test_committed_classic_teachers_are_the_benchmark_recipes(tmp_path):
+    """multitask.py loads each one, its teacher.json checked against the recipe in the code."""
+    load = ("import argparse, multitask\n"
+            "args = argparse.Namespace(smoke=False, retrain_teachers=False, out='unused')\n"
+            "for part in ('multitask', 'multiteacher'):\n"
+            "    multitask.classic_teachers(part, args)\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=os.pathsep.join([str(REPO), str(BENCHMARKS)]))
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    run = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    loaded = [line.split("/")[-1] for line in run.stdout.splitlines()
+              if line.startswith("teacher: loaded")]
+    assert loaded == list(COMMITTED_CLASSIC_TEACHERS)
+
+
+@pytest.mark.parametrize("name", COMMITTED_CLASSIC_TEACHERS)
+def test_committed_classic_teachers_play_their_envs(name):
+    teacher, description = load_dqn_teacher(BENCHMARKS / "teachers" / name)
+    episodes = held_out_seeds(description["config"]["seed"], 5)
+    returns = evaluate_policy(description["env_id"], teacher, episodes)
+    assert returns.mean >= COMMITTED_CLASSIC_TEACHERS[name], returns
 
 
 def test_serve_smoke(tmp_path):
