@@ -5,8 +5,9 @@ For each environment (LunarLander-v3, CartPole-v1):
 1. a deliberately weak DQN teacher (256x256, stopped early once its selection
    return reaches ``weak_target``) is trained once and cached as
    ``<out>/teachers/<env>-weak-256x256/``; on LunarLander it is also scored
-   against the strong teacher of ``benchmarks/rl.py`` (cached under
-   ``<out>/teachers/<env>-256x256/``, trained there if missing);
+   against the strong teacher of ``benchmarks/rl.py`` (the committed
+   ``benchmarks/teachers/<env>-256x256/``; ``--retrain-teachers`` trains
+   one under ``<out>/teachers``);
 2. for each run seed, the same small network (same initial weights) is
    trained on the same env-step budget by: tfkd.rl.kickstart with each λ
    schedule (constant, linear, exponential, gated), DQN from scratch (the
@@ -323,7 +324,7 @@ def plot(env_id: str, summary: list[dict], path: str) -> None:
 
 
 def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int,
-            fresh: bool, strong: bool, methods) -> None:
+            fresh: bool, strong: bool, methods, retrain_teachers: bool = False) -> None:
     teacher, description = weak_teacher_for(env_id, setup, out)
     folder = os.path.join(out, "kickstart", env_id)
     settings = strict_json({"setup": setup.as_dict(), "episodes": episodes,
@@ -331,26 +332,31 @@ def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int
     for seed in seeds if methods else ():
         print(f"{env_id} seed {seed}:", flush=True)
         run_seed(env_id, setup, teacher, seed, episodes, folder, settings, methods, fresh)
-    strong_score = _weak_vs_strong(env_id, teacher, out, episodes) if strong else None
+    strong_score = (_weak_vs_strong(env_id, teacher, out, episodes, retrain_teachers)
+                    if strong else None)
     summarize_env(env_id, out, setup, settings, description, strong_score)
 
 
-def _weak_vs_strong(env_id: str, weak, out: str, episodes: int) -> dict:
+def _weak_vs_strong(env_id: str, weak, out: str, episodes: int,
+                    retrain_teachers: bool = False) -> dict:
     """The weak teacher's normalised score against the strong teacher of benchmarks/rl.py."""
+    strong, description = rl.teacher_for(env_id, rl.SETUPS[env_id], out,
+                                         retrain=retrain_teachers)
     path = os.path.join(out, "kickstart", f"{env_id}-weak-vs-strong.json")
-    if os.path.exists(path):  # measured once per results folder
+    if os.path.exists(path):  # measured once per results folder and strong teacher
         with open(path, encoding="utf-8") as file:
             saved = json.load(file)
-        if saved.get("episodes") == episodes:
+        if (saved.get("episodes") == episodes
+                and saved.get("strong_best_return") == description["best_return"]):
             return saved
-    strong, _ = rl.teacher_for(env_id, rl.SETUPS[env_id], out)
     seeds = held_out_seeds(0, episodes)
     spec = env_spec(make_env(env_id), env_id)
     weak_r, strong_r, random_r = (evaluate_policy(env_id, p, seeds).mean for p in (
         weak, strong, random_policy(spec.num_actions)))
     result = {"weak_return": weak_r, "strong_return": strong_r, "random_return": random_r,
               "weak_score_vs_strong": normalized_score(weak_r, random_r, strong_r),
-              "episodes": episodes, "eval_seeds": list(seeds)}
+              "strong_best_return": description["best_return"], "episodes": episodes,
+              "eval_seeds": list(seeds)}
     write_json(path, result)
     return result
 
@@ -421,6 +427,9 @@ def main(argv=None) -> None:
                         help=f"run only these (default: all): {', '.join(METHODS)}")
     parser.add_argument("--summarize", action="store_true",
                         help="run nothing: summarise the rows saved so far (table, JSON, plot)")
+    parser.add_argument("--retrain-teachers", action="store_true",
+                        help="train the strong teacher under <out>/teachers instead of loading "
+                             "the committed one (benchmarks/teachers)")
     parser.add_argument("--no-strong", action="store_true",
                         help="skip scoring the weak teacher against the strong one (for "
                              "processes that run some of the seeds side by side)")
@@ -441,7 +450,8 @@ def main(argv=None) -> None:
         for env_id in env_ids:
             run_env(env_id, setups[env_id], args.out, args.seeds, args.episodes, args.fresh,
                     strong=env_id == "LunarLander-v3" and not (args.smoke or args.no_strong),
-                    methods=() if args.summarize else args.methods or RUN_ORDER)
+                    methods=() if args.summarize else args.methods or RUN_ORDER,
+                    retrain_teachers=args.retrain_teachers)
         print(f"\ntotal wall time {time.perf_counter() - start:.0f} s (results in {args.out})")
     report(args.out, env_ids)
 

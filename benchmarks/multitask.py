@@ -66,8 +66,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rl import (SETUPS, SMOKE_SETUP, Setup, _across_seeds, _fmt, _with_ci,  # noqa: E402
-                changed_settings, teacher_for, versions)
+from rl import (COMMITTED_TEACHERS, SETUPS, SMOKE_SETUP, Setup, _across_seeds, _fmt,  # noqa: E402
+                _with_ci, teacher_for, teacher_name, versions)
 from tfkd import cli  # noqa: E402
 from tfkd.distillation import TeacherEnsemble  # noqa: E402
 from tfkd.distillation.ensemble import COMBINATIONS  # noqa: E402
@@ -104,7 +104,6 @@ MINATAR_TEACHER_FLAGS = (
     "--train-every", "4", "--gradient-steps", "1", "--target-update-every", "1000",
     "--eval-every", "50000", "--select-episodes", "10")
 SMOKE_TEACHER_FLAGS = ("--steps", "2000")
-COMMITTED_TEACHERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "teachers")
 
 # rl-baselines3-zoo's Acrobot DQN, with LunarLander's update rate.
 ACROBOT = Setup(
@@ -353,25 +352,16 @@ def classic_teachers(part: str, args) -> dict[str, tuple[str, keras.Model, dict]
 
     Each is the committed one under ``benchmarks/teachers/<folder>``, or
     (``--retrain-teachers``, ``--smoke``) the one cached or trained under
-    ``<out>/teachers``. Either way a teacher trained with other settings than
-    its recipe is an error.
+    ``<out>/teachers`` (:func:`rl.teacher_for`).
     """
     def load(env_id: str, setup: Setup, folder: str) -> tuple[str, keras.Model, dict]:
-        if args.smoke or args.retrain_teachers:
-            teacher, description = teacher_for(env_id, setup, args.out, folder)
-            return env_id, teacher, teacher_identity(folder, description)
-        path = committed_teacher(folder)
-        teacher, description = load_dqn_teacher(path)
-        changed = changed_settings(description, setup.teacher_dqn)
-        if changed:
-            sys.exit(f"error: the committed teacher {path} was trained with other settings "
-                     f"({', '.join(changed)}) than this recipe; add --retrain-teachers.")
-        print(f"teacher: loaded {path}", flush=True)
+        teacher, description = teacher_for(env_id, setup, args.out, folder,
+                                           retrain=args.retrain_teachers)
         return env_id, teacher, teacher_identity(folder, description)
 
     env_setups = setups(args.smoke)
     if part == "multitask":
-        return {env_id: load(env_id, setup, _folder(env_id, setup))
+        return {env_id: load(env_id, setup, teacher_name(env_id, setup))
                 for env_id, setup in env_setups.items()}
     env_id = "CartPole-v1" if args.smoke else "LunarLander-v3"
     setup = env_setups[env_id]
@@ -380,7 +370,7 @@ def classic_teachers(part: str, args) -> dict[str, tuple[str, keras.Model, dict]
     for teacher_seed in (0, 1, 2):
         setup_k = dataclasses.replace(setup, teacher_dqn=dataclasses.replace(
             setup.teacher_dqn, seed=teacher_seed, total_env_steps=steps))
-        folder = f"{_folder(env_id, setup)}-{steps}steps-seed{teacher_seed}"
+        folder = f"{teacher_name(env_id, setup)}-{steps}steps-seed{teacher_seed}"
         teachers[f"teacher {teacher_seed}"] = load(env_id, setup_k, folder)
     return teachers
 
@@ -556,11 +546,6 @@ def _saved_rows(path: str, settings: dict) -> list[dict] | None:
     if saved.get("format") != FORMAT or saved.get("settings") != settings:
         return None
     return saved["rows"]
-
-
-def _folder(env_id: str, setup: Setup) -> str:
-    """The cached teacher's folder name, as ``benchmarks/rl.py`` names it."""
-    return f"{env_id}-{'x'.join(map(str, setup.teacher_dqn.hidden_units))}"
 
 
 def main(argv=None) -> None:

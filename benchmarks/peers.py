@@ -44,7 +44,7 @@ over BC), with their median.
 
 Usage::
 
-    python benchmarks/peers.py --threads 1 --teachers results/teachers   # both envs, seeds 0-4
+    python benchmarks/peers.py --threads 1                               # both envs, seeds 0-4
     python benchmarks/peers.py --env CartPole-v1 --seeds 0
     python benchmarks/peers.py --summarize                               # table of saved rows
     python benchmarks/peers.py --smoke --out /tmp/peers-smoke            # a check only
@@ -534,8 +534,12 @@ def main(argv=None) -> None:
                         help="held-out episodes per seed (default: 100; --smoke: 3)")
     parser.add_argument("--out", help="results folder (default: results; --smoke: a new "
                                        "temporary folder)")
-    parser.add_argument("--teachers", help="the teacher cache of benchmarks/rl.py, a folder "
-                                           "named teachers (default: <out>/teachers)")
+    parser.add_argument("--teachers", help="where a teacher is trained when none is committed or "
+                                           "with --retrain-teachers: benchmarks/rl.py's cache, a "
+                                           "folder named teachers (default: <out>/teachers)")
+    parser.add_argument("--retrain-teachers", action="store_true",
+                        help="train the teachers under --teachers instead of loading the "
+                             "committed ones (benchmarks/teachers)")
     parser.add_argument("--threads", type=int, default=1,
                         help="TensorFlow and PyTorch threads (each side runs alone)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
@@ -579,7 +583,8 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     for env_id in env_ids:
         setup = setups[env_id]
-        teacher, description = rl.teacher_for(env_id, setup, teachers_out)
+        teacher, description = rl.teacher_for(env_id, setup, teachers_out,
+                                                retrain=args.retrain_teachers)
         settings = strict_json({
             "setup": setup.as_dict(), "episodes": args.episodes, "threads": args.threads,
             "teacher_best_return": description["best_return"],

@@ -1,7 +1,7 @@
 """Where the time goes in one distillation run (``tfkd.rl.distill``), phase by phase.
 
 Runs ``benchmarks/rl.py``'s student-driven and teacher-driven setups (its
-cached teachers, its budgets) with timers around the loop's phases:
+committed teachers, its budgets) with timers around the loop's phases:
 
 - collection: the control policy acting (one compiled call per vector step),
   env stepping, the teacher labelling the round's states (large batches);
@@ -17,7 +17,7 @@ call saves.
 
 Usage::
 
-    python benchmarks/profile_loop.py --teachers results
+    python benchmarks/profile_loop.py
     python benchmarks/profile_loop.py --smoke --out /tmp/prof-smoke   # seconds: a check only
 
 Results: ``<out>/profile_loop.json`` and a Markdown table.
@@ -96,7 +96,7 @@ class Timers:
 
 def profile(env_id: str, control: str, args, most_per_call: int | None = None) -> dict:
     setup = SMOKE_SETUP if args.smoke else SETUPS[env_id]
-    teacher, _ = teacher_for(env_id, setup, args.teachers)
+    teacher, _ = teacher_for(env_id, setup, args.teachers, retrain=args.retrain_teachers)
     spec = env_spec(make_env(env_id), env_id)
     seed_everything(0)
     student = build_mlp(spec.observation_shape, spec.num_actions, setup.student_units)
@@ -167,7 +167,11 @@ def main(argv=None) -> None:
     parser.add_argument("--compare-steps-per-execution", action="store_true",
                         help="also run each setup with one update per compiled call")
     parser.add_argument("--teachers", default="results",
-                        help="folder holding teachers/<env>-<units>/ (trained when missing)")
+                        help="folder whose teachers/<env>-<units>/ holds the teacher trained "
+                             "when none is committed or with --retrain-teachers")
+    parser.add_argument("--retrain-teachers", action="store_true",
+                        help="train the teachers under --teachers instead of loading the committed "
+                             "ones (benchmarks/teachers)")
     parser.add_argument("--out", default="results")
     parser.add_argument("--smoke", action="store_true", help="CartPole, tiny budget: a check only")
     args = parser.parse_args(argv)

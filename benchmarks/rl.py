@@ -2,8 +2,10 @@
 
 For each environment:
 
-1. a DQN teacher (Keras 3, ``tfkd.rl.dqn.train_dqn``) is trained once and
-   cached as a teacher folder ``<out>/teachers/<env>-<units>/``;
+1. the DQN teacher (Keras 3, ``tfkd.rl.dqn.train_dqn``) is the one committed
+   as ``benchmarks/teachers/<env>-<units>/``, so that results reproduce
+   without training it; ``--retrain-teachers`` trains one and caches it as
+   ``<out>/teachers/<env>-<units>/``;
 2. for each run seed, a student at most 1/10 of the teacher's size is
    distilled teacher-driven (Rusu et al. 2016) and student-driven (DAgger;
    Ross et al. 2011, Czarnecki et al. 2019) with the same env-step budget, and
@@ -143,6 +145,9 @@ SMOKE_SETUP = Setup(
 
 # ------------------------------------------------------------------- teachers
 
+# Teachers committed with the benchmarks (their commands: teachers/README.md).
+COMMITTED_TEACHERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "teachers")
+
 
 class _PrintEvaluations(keras.callbacks.Callback):
     def __init__(self, label: str):
@@ -165,23 +170,43 @@ def changed_settings(description: dict, config: DQNConfig) -> list[str]:
                   if key not in ignored and saved.get(key) != wanted.get(key))
 
 
-def teacher_for(env_id: str, setup: Setup, out: str,
-                name: str | None = None) -> tuple[keras.Model, dict]:
-    """Loads the cached teacher folder or trains one; returns it and its ``teacher.json``.
+def teacher_name(env_id: str, setup: Setup) -> str:
+    """A teacher folder's default name: env and layer sizes, ``CartPole-v1-256x256``."""
+    return f"{env_id}-{'x'.join(map(str, setup.teacher_dqn.hidden_units))}"
 
-    The cache is keyed by env and layer sizes (or ``name``); a cached teacher
-    trained with other DQN settings is an error (delete its folder to retrain).
+
+def teacher_folder(env_id: str, setup: Setup, out: str, name: str | None = None,
+                   retrain: bool = False) -> str:
+    """The folder :func:`teacher_for` loads the teacher from (or trains it into)."""
+    name = name or teacher_name(env_id, setup)
+    committed = os.path.join(COMMITTED_TEACHERS, name)
+    if not retrain and os.path.exists(os.path.join(committed, "teacher.json")):
+        return committed
+    return os.path.join(out, "teachers", name)
+
+
+def teacher_for(env_id: str, setup: Setup, out: str, name: str | None = None,
+                retrain: bool = False) -> tuple[keras.Model, dict]:
+    """Loads or trains the DQN teacher of ``setup``; returns it and its ``teacher.json``.
+
+    The teacher is named by env and layer sizes (or ``name``). It is the one
+    committed under ``benchmarks/teachers/<name>`` if there is one (unless
+    ``retrain``), so that results reproduce without training; else the one
+    cached under ``<out>/teachers/<name>``, trained there if missing. A
+    teacher trained with other DQN settings than ``setup``'s is an error.
     """
     config = setup.teacher_dqn
-    units = "x".join(map(str, config.hidden_units))
-    name = name or f"{env_id}-{units}"
-    folder = os.path.join(out, "teachers", name)
+    name = name or teacher_name(env_id, setup)
+    folder = teacher_folder(env_id, setup, out, name, retrain)
     if os.path.exists(os.path.join(folder, "teacher.json")):
         teacher, description = load_dqn_teacher(folder)
         changed = changed_settings(description, config)
         if changed:
-            sys.exit(f"error: the cached teacher {folder} was trained with other settings "
-                     f"({', '.join(changed)}); delete the folder to retrain it.")
+            remedy = ("add --retrain-teachers to train one"
+                      if os.path.dirname(folder) == COMMITTED_TEACHERS
+                      else "delete the folder to retrain it")
+            sys.exit(f"error: the teacher {folder} was trained with other settings "
+                     f"({', '.join(changed)}) than this recipe; {remedy}.")
         print(f"teacher: loaded {folder}", flush=True)
         return teacher, description
     spec = env_spec(make_env(env_id), env_id)
@@ -430,8 +455,8 @@ def versions() -> dict:
 
 
 def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int,
-            fresh: bool) -> dict:
-    teacher, description = teacher_for(env_id, setup, out)
+            fresh: bool, retrain_teachers: bool = False) -> dict:
+    teacher, description = teacher_for(env_id, setup, out, retrain=retrain_teachers)
     path = os.path.join(out, "rl", f"{env_id}.json")
     settings = {"setup": setup.as_dict(), "episodes": episodes,
                 "teacher_best_return": description["best_return"]}
@@ -452,7 +477,8 @@ def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int
                                      os.path.join(out, "rl", "students", env_id)))
         result = {"format": FORMAT, "env": env_id, "seeds": [run["seed"] for run in per_seed],
                   "episodes": episodes, "settings": settings,
-                  "teacher_dir": os.path.join(out, "teachers"), "versions": versions(),
+                  "teacher_dir": teacher_folder(env_id, setup, out, retrain=retrain_teachers),
+                  "versions": versions(),
                   "summary": summarize(per_seed), "per_seed": per_seed}
         write_json(path, result)
     plot(env_id, result["summary"], os.path.join(out, "rl", f"{env_id}.png"))
@@ -490,6 +516,9 @@ def main(argv=None) -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="rerun every seed even if saved results have the same settings")
     parser.add_argument("--report", action="store_true", help="only print saved results")
+    parser.add_argument("--retrain-teachers", action="store_true",
+                        help="train the teachers under <out>/teachers instead of loading the committed "
+                             "ones (benchmarks/teachers)")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds: a tiny CartPole teacher and students; a check only")
     args = parser.parse_args(argv)
@@ -512,7 +541,8 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         for env_id in env_ids:
             setup = setups[env_id]
-            run_env(env_id, setup, args.out, args.seeds, args.episodes, args.fresh)
+            run_env(env_id, setup, args.out, args.seeds, args.episodes, args.fresh,
+                    args.retrain_teachers)
         print(f"\ntotal wall time {time.perf_counter() - start:.0f} s (results in {args.out})")
     report(args.out, env_ids)
 

@@ -26,7 +26,7 @@ per-actor rate, ``b`` the bytes per step and ``B`` the network's bandwidth
 
 Usage::
 
-    python benchmarks/scaling.py --teachers results            # CartPole-v1 and LunarLander-v3
+    python benchmarks/scaling.py                               # CartPole-v1 and LunarLander-v3
     python benchmarks/scaling.py --smoke --out /tmp/sc-smoke   # seconds: a check only
 
 Results: ``<out>/scaling.json`` and a Markdown table.
@@ -155,7 +155,7 @@ def model(per_actor_rate: float, fixed_s: float, bytes_per_step: float, steps: i
 
 def measure(env_id: str, args) -> dict:
     setup = SMOKE_SETUP if args.smoke else SETUPS[env_id]
-    teacher, _ = teacher_for(env_id, setup, args.teachers)
+    teacher, _ = teacher_for(env_id, setup, args.teachers, retrain=args.retrain_teachers)
     spec = env_spec(make_env(env_id), env_id)
     student = build_mlp(spec.observation_shape, spec.num_actions, setup.student_units)
     baseline = in_process_rate(env_id, teacher, student, args.steps, args.rounds, args.num_envs)
@@ -225,7 +225,11 @@ def main(argv=None) -> None:
                         help="timed rounds per worker count, interleaved (the median is reported)")
     parser.add_argument("--num-envs", type=int, default=8, help="envs per worker")
     parser.add_argument("--teachers", default="results",
-                        help="folder holding teachers/<env>-<units>/ (trained when missing)")
+                        help="folder whose teachers/<env>-<units>/ holds the teacher trained "
+                             "when none is committed or with --retrain-teachers")
+    parser.add_argument("--retrain-teachers", action="store_true",
+                        help="train the teachers under --teachers instead of loading the committed "
+                             "ones (benchmarks/teachers)")
     parser.add_argument("--out", default="results")
     parser.add_argument("--model-cores", type=int, default=16, help="cores per machine in the model")
     parser.add_argument("--bandwidth", type=float, default=1e9, help="bits/s between machines")

@@ -147,7 +147,7 @@ def test_multitask_smoke(tmp_path):
     assert _strict_load(out / "multitask" / "multiteacher" / "seed-0.json")["rows"]
 
 
-# The classic-control teachers benchmarks/multitask.py distils, committed, and a
+# The classic-control teachers the benchmarks distil, committed, and a
 # floor for their mean return on 5 held-out episodes: well below their return on
 # 100 (teachers/README.md), far above random play (21, -497 and -193).
 COMMITTED_CLASSIC_TEACHERS = {
@@ -159,20 +159,25 @@ COMMITTED_CLASSIC_TEACHERS = {
 
 
 def test_committed_classic_teachers_are_the_benchmark_recipes(tmp_path):
-    """multitask.py loads each one, its teacher.json checked against the recipe in the code."""
-    load = ("import argparse, multitask\n"
+    """multitask.py and rl.py (thus peers, kickstart, scaling) load the committed
+    teachers, each teacher.json checked against the recipe in the code; none is trained."""
+    load = ("import argparse, multitask, rl\n"
             "args = argparse.Namespace(smoke=False, retrain_teachers=False, out='unused')\n"
             "for part in ('multitask', 'multiteacher'):\n"
-            "    multitask.classic_teachers(part, args)\n")
+            "    multitask.classic_teachers(part, args)\n"
+            "for env_id, setup in rl.SETUPS.items():\n"
+            "    rl.teacher_for(env_id, setup, 'unused')\n")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join([str(REPO), str(BENCHMARKS)]))
     env.pop("TF_USE_LEGACY_KERAS", None)
     run = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    loaded = [line.split("/")[-1] for line in run.stdout.splitlines()
-              if line.startswith("teacher: loaded")]
-    assert loaded == list(COMMITTED_CLASSIC_TEACHERS)
+    loaded = [line.removeprefix("teacher: loaded ") for line in run.stdout.splitlines()
+              if line.startswith("teacher: ")]
+    assert loaded == [str(BENCHMARKS / "teachers" / name) for name in [
+        *COMMITTED_CLASSIC_TEACHERS, "CartPole-v1-256x256", "LunarLander-v3-256x256"]]
+    assert not (tmp_path / "unused").exists()
 
 
 @pytest.mark.parametrize("name", COMMITTED_CLASSIC_TEACHERS)
