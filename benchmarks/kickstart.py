@@ -3,8 +3,9 @@
 For each environment (LunarLander-v3, CartPole-v1):
 
 1. a deliberately weak DQN teacher (256x256, stopped early once its selection
-   return reaches ``weak_target``) is trained once and cached as
-   ``<out>/teachers/<env>-weak-256x256/``; on LunarLander it is also scored
+   return reaches ``weak_target``), the one committed as
+   ``benchmarks/teachers/<env>-weak-256x256/`` (``--retrain-teachers``
+   trains one under ``<out>/teachers/``); on LunarLander it is also scored
    against the strong teacher of ``benchmarks/rl.py`` (the committed
    ``benchmarks/teachers/<env>-256x256/``; ``--retrain-teachers`` trains
    one under ``<out>/teachers``);
@@ -140,11 +141,15 @@ SMOKE_SETUP = Setup(
 # ------------------------------------------------------------------ teachers
 
 
-def weak_teacher_for(env_id: str, setup: Setup, out: str):
-    """The cached weak teacher, or one trained now (stopped at ``target_return``)."""
+def weak_teacher_for(env_id: str, setup: Setup, out: str, retrain: bool = False):
+    """The weak teacher: the committed one (``benchmarks/teachers``) unless
+    ``retrain``, else the one cached under ``<out>/teachers``, else one trained
+    now (stopped at ``target_return``)."""
     config = setup.weak_teacher
-    units = "x".join(map(str, config.hidden_units))
-    folder = os.path.join(out, "teachers", f"{env_id}-weak-{units}")
+    name = f"{env_id}-weak-{'x'.join(map(str, config.hidden_units))}"
+    committed = os.path.join(rl.COMMITTED_TEACHERS, name)
+    folder = (committed if not retrain and os.path.exists(os.path.join(committed, "teacher.json"))
+              else os.path.join(out, "teachers", name))
     if not os.path.exists(os.path.join(folder, "teacher.json")):
         spec = env_spec(make_env(env_id), env_id)
         seed_everything(config.seed)
@@ -157,8 +162,10 @@ def weak_teacher_for(env_id: str, setup: Setup, out: str):
               f"{history.best_return:.1f}", flush=True)
     teacher, description = load_dqn_teacher(folder)
     if rl.changed_settings(description, config):
-        sys.exit(f"error: the cached weak teacher {folder} was trained with other settings; "
-                 "delete it to retrain.")
+        remedy = ("add --retrain-teachers" if folder == committed
+                  else "delete it to retrain")
+        sys.exit(f"error: the weak teacher {folder} was trained with other settings; {remedy}.")
+    print(f"weak teacher: {folder}", flush=True)
     return teacher, description
 
 
@@ -325,7 +332,7 @@ def plot(env_id: str, summary: list[dict], path: str) -> None:
 
 def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int,
             fresh: bool, strong: bool, methods, retrain_teachers: bool = False) -> None:
-    teacher, description = weak_teacher_for(env_id, setup, out)
+    teacher, description = weak_teacher_for(env_id, setup, out, retrain_teachers)
     folder = os.path.join(out, "kickstart", env_id)
     settings = strict_json({"setup": setup.as_dict(), "episodes": episodes,
                             "teacher_best_return": description["best_return"]})
@@ -428,8 +435,8 @@ def main(argv=None) -> None:
     parser.add_argument("--summarize", action="store_true",
                         help="run nothing: summarise the rows saved so far (table, JSON, plot)")
     parser.add_argument("--retrain-teachers", action="store_true",
-                        help="train the strong teacher under <out>/teachers instead of loading "
-                             "the committed one (benchmarks/teachers)")
+                        help="train the weak and strong teachers under <out>/teachers instead "
+                             "of loading the committed ones (benchmarks/teachers)")
     parser.add_argument("--no-strong", action="store_true",
                         help="skip scoring the weak teacher against the strong one (for "
                              "processes that run some of the seeds side by side)")
