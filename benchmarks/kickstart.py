@@ -146,10 +146,8 @@ def weak_teacher_for(env_id: str, setup: Setup, out: str, retrain: bool = False)
     ``retrain``, else the one cached under ``<out>/teachers``, else one trained
     now (stopped at ``target_return``)."""
     config = setup.weak_teacher
-    name = f"{env_id}-weak-{'x'.join(map(str, config.hidden_units))}"
-    committed = os.path.join(rl.COMMITTED_TEACHERS, name)
-    folder = (committed if not retrain and os.path.exists(os.path.join(committed, "teacher.json"))
-              else os.path.join(out, "teachers", name))
+    folder = rl.teacher_folder(f"{env_id}-weak-{'x'.join(map(str, config.hidden_units))}",
+                               out, retrain)
     if not os.path.exists(os.path.join(folder, "teacher.json")):
         spec = env_spec(make_env(env_id), env_id)
         seed_everything(config.seed)
@@ -162,7 +160,7 @@ def weak_teacher_for(env_id: str, setup: Setup, out: str, retrain: bool = False)
               f"{history.best_return:.1f}", flush=True)
     teacher, description = load_dqn_teacher(folder)
     if rl.changed_settings(description, config):
-        remedy = ("add --retrain-teachers" if folder == committed
+        remedy = ("add --retrain-teachers" if os.path.dirname(folder) == rl.COMMITTED_TEACHERS
                   else "delete it to retrain")
         sys.exit(f"error: the weak teacher {folder} was trained with other settings; {remedy}.")
     print(f"weak teacher: {folder}", flush=True)

@@ -175,10 +175,9 @@ def teacher_name(env_id: str, setup: Setup) -> str:
     return f"{env_id}-{'x'.join(map(str, setup.teacher_dqn.hidden_units))}"
 
 
-def teacher_folder(env_id: str, setup: Setup, out: str, name: str | None = None,
-                   retrain: bool = False) -> str:
-    """The folder :func:`teacher_for` loads the teacher from (or trains it into)."""
-    name = name or teacher_name(env_id, setup)
+def teacher_folder(name: str, out: str, retrain: bool = False) -> str:
+    """The folder of the teacher ``name``: the committed one if there is one
+    (unless ``retrain``), else ``<out>/teachers/<name>``, where it is cached or trained."""
     committed = os.path.join(COMMITTED_TEACHERS, name)
     if not retrain and os.path.exists(os.path.join(committed, "teacher.json")):
         return committed
@@ -197,7 +196,7 @@ def teacher_for(env_id: str, setup: Setup, out: str, name: str | None = None,
     """
     config = setup.teacher_dqn
     name = name or teacher_name(env_id, setup)
-    folder = teacher_folder(env_id, setup, out, name, retrain)
+    folder = teacher_folder(name, out, retrain)
     if os.path.exists(os.path.join(folder, "teacher.json")):
         teacher, description = load_dqn_teacher(folder)
         changed = changed_settings(description, config)
@@ -477,7 +476,8 @@ def run_env(env_id: str, setup: Setup, out: str, seeds: list[int], episodes: int
                                      os.path.join(out, "rl", "students", env_id)))
         result = {"format": FORMAT, "env": env_id, "seeds": [run["seed"] for run in per_seed],
                   "episodes": episodes, "settings": settings,
-                  "teacher_dir": teacher_folder(env_id, setup, out, retrain=retrain_teachers),
+                  "teacher_dir": teacher_folder(teacher_name(env_id, setup), out,
+                                                retrain_teachers),
                   "versions": versions(),
                   "summary": summarize(per_seed), "per_seed": per_seed}
         write_json(path, result)
