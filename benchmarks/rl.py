@@ -162,7 +162,7 @@ class _PrintEvaluations(keras.callbacks.Callback):
 
 
 def changed_settings(description: dict, config: DQNConfig) -> list[str]:
-    """The DQN settings in which a cached teacher's ``teacher.json`` differs
+    """The DQN settings in which a saved teacher's ``teacher.json`` differs
     from ``config``, leaving out the progress bar and the training's folders."""
     ignored = ("progress", *LOCAL_SETTINGS)
     saved, wanted = description["config"], config.as_dict()
