@@ -119,3 +119,11 @@ def test_a_budget_per_teacher_needs_one_env_per_teacher(keras_teachers, capsys):
                      "--teacher", str(keras_teachers["cartpole_b"]), "--steps", "100", "200",
                      "--quiet"])
     _assert_one_line_error(code, capsys.readouterr().err, "one per --teacher of a multi-task run")
+
+
+def test_max_q_needs_dqn_teacher_folders(keras_teachers, capsys):
+    """A .keras file may output logits, whose per-action maximum means nothing."""
+    code = cli.main(["distill", "--env", "CartPole-v1", "--teacher", str(keras_teachers["cartpole_a"]),
+                     "--teacher", str(keras_teachers["cartpole_b"]), "--combine", "max_q",
+                     "--quiet"])
+    _assert_one_line_error(code, capsys.readouterr().err, "--combine max_q takes DQN teacher folders")
