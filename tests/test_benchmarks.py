@@ -68,6 +68,26 @@ def test_rl_smoke(tmp_path):
     report = run_benchmark("rl.py", "--report", "--out", out, cwd=tmp_path)
     assert "| CartPole-v1 | DQN from scratch |" in report
 
+    # deploy_scores.py exports these students, one per seed
+    stdout = run_benchmark("deploy_scores.py", "--smoke", "--results", out, "--seeds", 0, 1,
+                           cwd=tmp_path)
+    assert stdout.count("exporting") == 2
+    result = _strict_load(out / "deploy_scores" / "CartPole-v1.json")
+    summary = {entry["artefact"]: entry for entry in result["summary"]}
+    assert {"keras", "savedmodel", "tflite", "tflite-int8", "qat-tflite-int8",
+            "pruned-tflite-int8"} <= set(summary)
+    for name in ("savedmodel", "tflite"):  # one float network: the same episodes
+        assert summary[name]["score_minus_float"]["values"] == [0.0, 0.0]
+        assert summary[name]["agreement"]["values"] == [1.0, 1.0]
+    for entry in summary.values():
+        assert entry["normalized_score"]["n"] == 2
+    again = run_benchmark("deploy_scores.py", "--smoke", "--results", out, "--seeds", 0, 1,
+                          cwd=tmp_path)
+    assert again.count("reused") == 2 and "exporting" not in again
+    error = run_benchmark("deploy_scores.py", "--smoke", "--results", out, "--seeds", 7,
+                          cwd=tmp_path, expect_error=True)
+    assert error.startswith("error: no student of seed(s) 7")
+
 
 def test_distiller_smoke(tmp_path):
     out = tmp_path / "distiller.json"
