@@ -28,8 +28,9 @@ Usage::
 Results: ``<out>/deploy_scores/<env>/seed-<S>/`` (the export) and
 ``seed-<S>.json`` (its scores, written as each seed finishes; a seed
 exported from the same student file with the same settings is reused
-unless ``--fresh``), and ``<out>/deploy_scores/<env>.json``, every seed
-summed up; the table is printed as Markdown.
+unless ``--fresh``), ``<out>/deploy_scores/<env>.json``, every seed
+summed up, and ``<env>.png``, each artefact's score per seed with the mean
+and its interval; the table is printed as Markdown.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from rl import (SETUPS, SMOKE_SETUP, _across_seeds, _fmt, _with_ci, teacher_folder,  # noqa: E402
-                teacher_name, versions)
+from rl import (SETUPS, SMOKE_SETUP, _across_seeds, _fmt, _with_ci, plot,  # noqa: E402
+                teacher_folder, teacher_name, versions)
 from tfkd import cli  # noqa: E402
 from tfkd.files import strict_json, write_json  # noqa: E402
 
@@ -181,6 +182,8 @@ def main(argv=None) -> None:
               "versions": versions(), "summary": summarize(per_seed), "per_seed": per_seed}
     path = os.path.join(out, "deploy_scores", f"{env_id}.json")
     write_json(path, strict_json(result))
+    plot(env_id, [{**entry, "method": entry["artefact"]} for entry in result["summary"]],
+         os.path.join(out, "deploy_scores", f"{env_id}.png"))
     print(f"\n{env_id}, seeds {', '.join(map(str, seeds))}; {episodes} held-out episodes per "
           f"artefact and seed:\n"
           f"{table(result['summary'])}\nwritten to {path}")

@@ -391,7 +391,7 @@ def plot(env_id: str, summary: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     entries = [e for e in summary if e["normalized_score"] is not None]
-    figure, axis = plt.subplots(figsize=(7, 3.5))
+    figure, axis = plt.subplots(figsize=(max(7.0, 1.3 * len(entries)), 3.5))
     for x, entry in enumerate(entries):
         score = entry["normalized_score"]
         low, high = score["ci95_bootstrap"]

@@ -72,6 +72,7 @@ def test_rl_smoke(tmp_path):
     stdout = run_benchmark("deploy_scores.py", "--smoke", "--results", out, "--seeds", 0, 1,
                            cwd=tmp_path)
     assert stdout.count("exporting") == 2
+    assert (out / "deploy_scores" / "CartPole-v1.png").is_file()
     result = _strict_load(out / "deploy_scores" / "CartPole-v1.json")
     summary = {entry["artefact"]: entry for entry in result["summary"]}
     assert {"keras", "savedmodel", "tflite", "tflite-int8", "qat-tflite-int8",
