@@ -1,6 +1,8 @@
 """Quantisation-aware and pruned students: the fake-quant grid against a float64 NumPy
 reference, Zhu & Gupta's schedule, masks, and a pruned CartPole student end to end."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -72,6 +74,44 @@ def test_activation_quantizer_tracks_the_range_and_rounds_to_256_levels():
     layer(2.0 * x, training=True)  # EMA: halfway to the new range
     assert layer.range_max.numpy() == pytest.approx(4.5)
     assert len(np.unique(layer(x).numpy())) <= 256
+
+
+class _SparsityLog(keras.callbacks.Callback):
+    """Each round's sparsity as the round trained and was evaluated."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model_, self.sparsities = model, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        masks = [np.asarray(layer.mask) for layer in compression._dense_layers(self.model_)]
+        self.sparsities.append(1 - sum(m.sum() for m in masks) / sum(m.size for m in masks))
+
+
+def test_a_pruned_student_is_the_best_round_at_the_final_sparsity(monkeypatch):
+    """The sparsity rises over the first PRUNING_ROUNDS rounds; keep-best picks among the rest."""
+    teacher, student = _teacher(), keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+    configs, logs = [], []
+
+    def recording_distill(teacher, model, config):
+        log = _SparsityLog(model)  # runs before MagnitudePruning: the round's own masks
+        logs.append(log)
+        configs.append(config)
+        return rl.distill(teacher, model, dataclasses.replace(
+            config, callbacks=[log, *config.callbacks]))
+
+    monkeypatch.setattr(compression, "distill", recording_distill)
+    compression.distill_compressed(teacher, student, "CartPole-v1", total_env_steps=1_000,
+                                   sparsity=0.5, train_steps_per_round=5, eval_episodes=1,
+                                   progress=False)
+    assert configs[0].keep_best and configs[0].keep_best_from_round == compression.PRUNING_ROUNDS
+    sparsities = logs[0].sparsities
+    assert sparsities[0] == 0.0 and 0.0 < sparsities[1] < 0.5  # the first round is dense
+    assert sparsities == sorted(sparsities)
+    at_final = sparsities[compression.PRUNING_ROUNDS:]
+    assert len(at_final) >= compression.ROUNDS - compression.PRUNING_ROUNDS
+    assert at_final == pytest.approx([0.5] * len(at_final), abs=0.01)
 
 
 def test_pruned_distillation_reaches_the_sparsity_and_still_balances():

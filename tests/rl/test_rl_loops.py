@@ -35,6 +35,7 @@ from tfkd.rl import (
     evaluate_policy,
     held_out_seeds,
     plot_history,
+    selection_seeds,
 )
 
 loops_module = importlib.import_module("tfkd.rl.loops")
@@ -161,6 +162,20 @@ def test_configs_are_checked(cartpole_teacher):
         config = DistillConfig(env_id="Pendulum-v1", progress=False)
         distill(cartpole_teacher, fresh_student(), config)
     assert DistillConfig().keep_best  # the best round is kept unless asked otherwise
+    with pytest.raises(ValueError, match="keep_best_from_round must name one of the run's 2"):
+        DistillConfig(**TINY, keep_best_from_round=2)
+
+
+def test_keep_best_chooses_among_the_rounds_from_keep_best_from_round(cartpole_teacher):
+    config = DistillConfig(**{**TINY, "total_env_steps": 800}, keep_best_from_round=2)
+    student = fresh_student()
+    history = distill(cartpole_teacher, student, config)
+    returns = history.student_return_mean
+    assert history.num_rounds == 4 and history.kept_round >= 2
+    assert returns[history.kept_round] == max(returns[2:])
+    # the kept round's weights: the student plays its selection return again
+    replay = evaluate_policy("CartPole-v1", student, selection_seeds(0, 2))
+    assert replay.mean == returns[history.kept_round]
 
 
 def test_same_seed_same_history_and_weights(cartpole_teacher):

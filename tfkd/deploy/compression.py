@@ -27,8 +27,10 @@ Magnitude pruning (Zhu & Gupta 2017, "To prune, or not to prune"): each
 kernel has a 0/1 mask; after round ``r`` of ``R`` the mask keeps the largest
 ``1 − s_r`` of the weights by magnitude, with the polynomial schedule
 ``s_r = s_f · (1 − (1 − min(1, (r + 1) / R_p))³)`` reaching the final sparsity
-``s_f`` at round ``R_p = R − 1``, so the last round trains at ``s_f``.
-Masked weights get no gradient (the layer computes with ``W ⊙ M``).
+``s_f`` after round ``R_p − 1``, ``R_p = R / 2``: the second half of the
+rounds train at ``s_f`` (Zhu & Gupta's fine-tuning at the final sparsity),
+and the best of those on the selection episodes is kept. Masked weights
+get no gradient (the layer computes with ``W ⊙ M``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from tfkd.rl.loops import DistillConfig, distill
 
 EMA_MOMENTUM = 0.99
 ROUNDS = 10
+PRUNING_ROUNDS = ROUNDS // 2  # the sparsity rises over these, then holds
 
 
 # ------------------------------------------------------------------ the maths
@@ -249,8 +252,8 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
         sparsity: final fraction of zero kernel weights, or None (no pruning).
         learning_rate: Adam's, lower than a fresh distillation's.
         train_steps_per_round: student updates per round.
-        eval_episodes: selection episodes after each round (keep-best of a
-            quantisation-aware student; a pruned one keeps its last round).
+        eval_episodes: selection episodes after each round, for keep-best
+            (a pruned student: among the rounds at the final sparsity).
         progress: show the distillation's progress bar.
 
     Returns:
@@ -261,15 +264,17 @@ def distill_compressed(teacher, student: keras.Model, env_id: str, *, seed: int 
         raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
     if total_env_steps < ROUNDS:
         raise ValueError(f"the fine-tuning needs at least {ROUNDS} env steps")
-    model = compressed_copy(student, quantize=quantize, prune=sparsity is not None)
-    callbacks = [MagnitudePruning(model, sparsity, ROUNDS - 1)] if sparsity is not None else []
+    pruned = sparsity is not None
+    model = compressed_copy(student, quantize=quantize, prune=pruned)
+    callbacks = [MagnitudePruning(model, sparsity, PRUNING_ROUNDS)] if pruned else []
     config = DistillConfig(
         env_id=env_id, control="student", total_env_steps=total_env_steps,
         steps_per_round=total_env_steps // ROUNDS,
         train_steps_per_round=train_steps_per_round,
         learning_rate=learning_rate, distillation_loss="q_value_kl", beta_initial=0.5,
         eval_episodes=eval_episodes, seed=seed, progress=progress, callbacks=callbacks,
-        # A pruned student is kept at its final sparsity: the last round's.
-        keep_best=sparsity is None)
+        # A pruned student is kept at its final sparsity: masks set after a
+        # round shape the next one, so rounds from PRUNING_ROUNDS on are at s_f.
+        keep_best_from_round=PRUNING_ROUNDS if pruned else 0)
     distill(teacher, model, config)
     return CompressedStudent(strip(model, student), model if quantize else None)

@@ -73,6 +73,9 @@ class DistillConfig:
         keep_best: at the end, restore the student weights of the round with
             the best evaluated return (ties: the later round). Report results
             on held-out seeds, never on the selection seeds.
+        keep_best_from_round: keep-best chooses among this round (0-based) and
+            the later ones only, e.g. those after a pruning schedule has
+            reached its final sparsity.
         seed: fixes everything random in the run (see the module docstring).
         checkpoint_dir: if set, a checkpoint after every round; rerunning with
             the same settings resumes after the last finished round.
@@ -105,6 +108,7 @@ class DistillConfig:
     eval_every: int = 1
     target_return: float | None = None
     keep_best: bool = True
+    keep_best_from_round: int = 0
     seed: int = 0
     checkpoint_dir: str | None = None
     callbacks: Sequence[keras.callbacks.Callback] = ()
@@ -159,6 +163,10 @@ class DistillConfig:
                 raise ValueError(f"{env_id}'s total_env_steps ({budget}) is too small to collect "
                                  f"num_envs ({self.num_envs}) steps in each of the {len(steps)} "
                                  f"rounds.")
+        rounds = len(self.round_steps())
+        if not 0 <= self.keep_best_from_round < rounds:
+            raise ValueError(f"keep_best_from_round must name one of the run's {rounds} rounds "
+                             f"(0 to {rounds - 1}), got {self.keep_best_from_round}.")
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ValueError(f"target_return must be a finite number, got {self.target_return}.")
         for name in ("beta_initial", "beta_min", "epsilon"):

@@ -452,7 +452,8 @@ class _Run:
                 getattr(task.history, name).append(value)
         self.finished_weights = self.student.get_weights()
         value = self._selection_value(round_index)
-        if value is not None and value >= self.best_value:
+        eligible = round_index >= self.config.keep_best_from_round
+        if eligible and value is not None and value >= self.best_value:
             self.best_value, self.best_round = value, round_index
             if self.config.keep_best:
                 self.best_weights = self.finished_weights
