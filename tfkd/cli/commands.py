@@ -100,14 +100,14 @@ def distill(args: argparse.Namespace, out: OutputDir | None) -> int:
         with _staging(out) as folder:
             return _distill_multi_task(args, [t for t, _ in loaded], env_ids, folder, start)
     teacher = loaded[0][0]
-    files = [path for path in args.teacher if str(path).endswith(".keras")]
-    if len(loaded) > 1 and args.combine == "max_q" and files:
-        # A .keras file does not say whether it outputs Q-values or logits, and
-        # the largest of several teachers' logits means nothing.
-        raise CliError(f"--combine max_q takes DQN teacher folders (tfkd train-teacher), whose "
-                       f"outputs are Q-values; {files[0]!r} is a .keras file, which may output "
-                       "logits: use --combine mean or most_confident.")
     if len(loaded) > 1:  # combined at the loss's temperature (1 for a loss without one)
+        files = [path for path in args.teacher if str(path).endswith(".keras")]
+        if args.combine == "max_q" and files:
+            # A .keras file does not say whether it outputs Q-values or logits,
+            # and the largest of several teachers' logits means nothing.
+            raise CliError(f"--combine max_q takes DQN teacher folders (tfkd train-teacher), "
+                           f"whose outputs are Q-values; {files[0]!r} is a .keras file, which "
+                           "may output logits: use --combine mean or most_confident.")
         loss = tfkd_losses.get(args.loss, temperature=args.temperature)
         teacher = TeacherEnsemble([t for t, _ in loaded], args.combine,
                                   getattr(loss, "temperature", 1.0))
